@@ -1,0 +1,60 @@
+"""The planner: decides the shape of the datapath program and lays out its maps.
+
+Policy is data, code is shape: the plan depends on which features a file uses, never on how many
+rules it has. Map sizes here are defaults; the loader sizes each map from the materialized
+contents (policy × inventory) before it creates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netc.runtime import abi
+
+
+@dataclass(frozen=True, slots=True)
+class MapSpec:
+    name: str
+    type: str            # "hash" | "lpm_trie" | "percpu_array" | "array" | ...
+    key_struct: str      # C type of the key, from netc/abi.h (or "__u32")
+    value_struct: str    # C type of the value
+    key_size: int
+    value_size: int
+    max_entries: int
+    no_prealloc: bool = False
+    comment: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "type": self.type, "key_struct": self.key_struct,
+                "value_struct": self.value_struct, "key_size": self.key_size,
+                "value_size": self.value_size, "max_entries": self.max_entries,
+                "no_prealloc": self.no_prealloc, "comment": self.comment}
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramPlan:
+    """Everything the C backend needs. Deterministic for a given IR."""
+
+    maps: tuple[MapSpec, ...]
+    rule_count: int
+    features: tuple[str, ...]   # sorted feature names, e.g. ("icmp", "ipv6", "log")
+
+    def to_json(self) -> dict[str, object]:
+        return {"maps": [m.to_json() for m in self.maps], "rule_count": self.rule_count,
+                "features": list(self.features)}
+
+
+def policy_maps() -> tuple[MapSpec, ...]:
+    return (
+        MapSpec("netc_endpoints", "hash", "__u32", "struct netc_endpoint", 4, abi.ENDPOINT.size, 4096,
+                comment="ifindex of a host-side veth -> its endpoint"),
+        MapSpec("netc_addrs", "lpm_trie", "struct netc_addr_key", "struct netc_addr_info",
+                abi.ADDR_KEY.size, abi.ADDR_INFO.size, 65536, no_prealloc=True,
+                comment="remote address -> atom and identity class"),
+        MapSpec("netc_rules", "lpm_trie", "struct netc_rule_key", "struct netc_verdict",
+                abi.RULE_KEY.size, abi.VERDICT.size, 65536, no_prealloc=True,
+                comment="(policy set, atom, direction, protocol, port prefix) -> winning rule"),
+        MapSpec("netc_wild", "lpm_trie", "struct netc_wild_key", "struct netc_verdict",
+                abi.WILD_KEY.size, abi.VERDICT.size, 16384, no_prealloc=True,
+                comment="(policy set, direction, class, protocol, port prefix) -> winning wildcard rule"),
+    )

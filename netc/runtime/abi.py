@@ -1,0 +1,73 @@
+"""Python mirror of netc/stdlib/include/netc/abi.h: struct layouts and constants.
+
+Pure data and encoding; no kernel access. Keep in step with abi.h (tests/codegen/test_abi.py
+compiles a probe against the header and compares sizes and offsets).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+DIR_INGRESS = 0
+DIR_EGRESS = 1
+
+CLASS_WORLD = 0
+CLASS_HOST = 1
+CLASS_CONTAINER = 2
+
+PROTO_OTHER = 255
+
+ACTION_ALLOW = 1
+ACTION_DENY = 2
+
+VERDICT_LOG = 0x1
+
+RULE_DEFAULT_ALLOW = 1
+RULE_DEFAULT_DENY = 2
+RULE_DEFAULT_ISO_ALLOW = 3
+RULE_MALFORMED = 4
+FIRST_RULE_ID = 16
+
+PRIO_BIAS = 1 << 20
+
+# struct formats (little-endian host order except where noted)
+ENDPOINT = struct.Struct("<II2B2B")          # pset, endpoint_id, isolated[2], default_deny[2]
+ADDR_KEY = struct.Struct("<I16s")            # prefixlen, addr[16]
+ADDR_INFO = struct.Struct("<II")             # atom, klass
+RULE_KEY = struct.Struct("<IIIBB2s")         # prefixlen, pset, atom, dir, proto, port (big-endian bytes)
+WILD_KEY = struct.Struct("<IIBBBB2s2x")      # prefixlen, pset, dir, klass, proto, pad, port (big-endian), tail pad
+VERDICT = struct.Struct("<IIBBH")            # rank, rule_id, action, flags, pad
+
+RULE_KEY_FIXED_BITS = 80
+WILD_KEY_FIXED_BITS = 64
+
+
+def rank(priority: int, deny: bool) -> int:
+    return ((priority + PRIO_BIAS) << 1) | int(deny)
+
+
+def addr_key(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
+    if network.version == 4:
+        raw = b"\x00" * 10 + b"\xff\xff" + network.network_address.packed
+        return ADDR_KEY.pack(network.prefixlen + 96, raw)
+    return ADDR_KEY.pack(network.prefixlen, network.network_address.packed)
+
+
+def rule_key(pset: int, atom: int, direction: int, proto: int, port: int, port_bits: int) -> bytes:
+    return RULE_KEY.pack(RULE_KEY_FIXED_BITS + port_bits, pset, atom, direction, proto,
+                         port.to_bytes(2, "big"))
+
+
+def wild_key(pset: int, direction: int, klass: int, proto: int, port: int, port_bits: int) -> bytes:
+    return WILD_KEY.pack(WILD_KEY_FIXED_BITS + port_bits, pset, direction, klass, proto, 0,
+                         port.to_bytes(2, "big"))
+
+
+def verdict(rank_: int, rule_id: int, action: int, flags: int) -> bytes:
+    return VERDICT.pack(rank_, rule_id, action, flags, 0)
+
+
+def endpoint(pset: int, endpoint_id: int, isolated: tuple[bool, bool], default_deny: tuple[bool, bool]) -> bytes:
+    return ENDPOINT.pack(pset, endpoint_id, int(isolated[0]), int(isolated[1]),
+                         int(default_deny[0]), int(default_deny[1]))

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * netc datapath ABI: the map keys and values shared by the generated BPF programs and the
+ * runtime (netc/runtime/abi.py mirrors these layouts with struct formats; change both together).
+ *
+ * Classification is a fixed number of lookups whatever the rule count (DESIGN.md §6):
+ *   netc_endpoints  hash      ifindex                         -> endpoint (policy set, isolation)
+ *   netc_addrs      lpm_trie  remote address (v4-mapped v6)   -> atom id and identity class
+ *   netc_rules      lpm_trie  (pset, atom, dir, proto, port)  -> winning verdict of atom-specific rules
+ *   netc_wild       lpm_trie  (pset, dir, class, proto, port) -> winning verdict of wildcard-peer rules
+ * The two verdicts are combined by rank (priority, then deny over allow); no match -> the default.
+ */
+#ifndef NETC_ABI_H
+#define NETC_ABI_H
+
+#include <linux/types.h>
+
+#define NETC_DIR_INGRESS 0 /* traffic to the container (host veth egress)    */
+#define NETC_DIR_EGRESS  1 /* traffic from the container (host veth ingress) */
+
+#define NETC_CLASS_WORLD     0
+#define NETC_CLASS_HOST      1
+#define NETC_CLASS_CONTAINER 2
+
+#define NETC_PROTO_OTHER 255 /* any L4 protocol netc has no rules of its own for */
+
+#define NETC_ACTION_ALLOW 1
+#define NETC_ACTION_DENY  2
+
+#define NETC_VERDICT_LOG 0x1
+
+/* Rule ids below this are reserved for the defaults (see netc/ir/nodes.py: DEFAULT_*). */
+#define NETC_RULE_DEFAULT_ALLOW      1 /* direction not isolated        */
+#define NETC_RULE_DEFAULT_DENY       2 /* isolated, nothing matched     */
+#define NETC_RULE_DEFAULT_ISO_ALLOW  3 /* isolated with `default allow` */
+#define NETC_RULE_MALFORMED          4 /* truncated or malformed header */
+
+struct netc_endpoint {
+	__u32 pset;           /* policy set id: endpoints selected by the same policies share it */
+	__u32 endpoint_id;
+	__u8 isolated[2];     /* per direction: some selecting policy declares it */
+	__u8 default_deny[2]; /* per direction: nothing matched -> deny */
+};
+
+struct netc_addr_key {
+	__u32 prefixlen;
+	__u8 addr[16]; /* IPv6, or IPv4 as ::ffff:a.b.c.d (prefixlen + 96) */
+};
+
+struct netc_addr_info {
+	__u32 atom;
+	__u32 klass; /* NETC_CLASS_* */
+};
+
+struct netc_rule_key {
+	__u32 prefixlen; /* 80 + significant bits of port */
+	__u32 pset;
+	__u32 atom;
+	__u8 dir;
+	__u8 proto;
+	__be16 port; /* destination port, or (icmp type << 8 | code) */
+};
+
+struct netc_wild_key {
+	__u32 prefixlen; /* 64 + significant bits of port */
+	__u32 pset;
+	__u8 dir;
+	__u8 klass;
+	__u8 proto;
+	__u8 pad;
+	__be16 port;
+	__u16 pad2; /* explicit tail padding: keys are compared bytewise, so it must be zero */
+};
+
+struct netc_verdict {
+	__u32 rank;    /* (priority + NETC_PRIO_BIAS) << 1 | is_deny: higher wins */
+	__u32 rule_id;
+	__u8 action;   /* NETC_ACTION_* */
+	__u8 flags;    /* NETC_VERDICT_* */
+	__u16 pad;
+};
+
+#define NETC_PRIO_BIAS (1u << 20) /* priorities are -2^20 .. 2^20-1 */
+
+#endif /* NETC_ABI_H */
