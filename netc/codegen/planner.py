@@ -58,3 +58,21 @@ def policy_maps() -> tuple[MapSpec, ...]:
                 abi.WILD_KEY.size, abi.VERDICT.size, 16384, no_prealloc=True,
                 comment="(policy set, direction, class, protocol, port prefix) -> winning wildcard rule"),
     )
+
+
+def plan(program: object) -> ProgramPlan:
+    """The plan for a Program: its shape depends on features, never on the number of rules."""
+    from netc.ir.nodes import Program
+
+    assert isinstance(program, Program)
+    rules = program.rules
+    features = {"ipv4", "ipv6", "policy"}
+    if any(r.log for r in rules):
+        features.add("log")
+    if program.services:
+        features.add("services")
+    if program.limits:
+        features.add("limits")
+    if program.observes:
+        features.add("observe")
+    return ProgramPlan(policy_maps(), len(rules), tuple(sorted(features)))
