@@ -54,6 +54,8 @@ def _lark() -> Lark:
 
 
 _comments: list[Token] = []
+# Tests set this to compare the fast reader with lark on the same input.
+_FORCE_LARK = False
 
 
 def _collect_comment(tok: Token) -> Token:
@@ -63,6 +65,12 @@ def _collect_comment(tok: Token) -> Token:
 
 def parse(src: SourceFile) -> tuple[A.Module | None, list[Diagnostic]]:
     """Parse a whole .netp file. On a syntax error the module is None and one Diagnostic says why."""
+    from netc.dsl.fastparse import fast_parse
+
+    if not _FORCE_LARK:
+        fast = fast_parse(src.path, src.text)
+        if fast is not None:
+            return fast, []
     _comments.clear()
     try:
         tree = _lark().parse(src.text, start="start")

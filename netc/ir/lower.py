@@ -7,7 +7,6 @@ keyed by rule id survive unrelated edits.
 
 from __future__ import annotations
 
-import re
 import zlib
 
 from netc.dsl import ast as A
@@ -18,9 +17,6 @@ from netc.ir.passes.check_types import Env, parse_duration
 from netc.ir.passes.resolve_imports import Unit
 from netc.runtime.abi import FIRST_RULE_ID
 from netc.source import SourceFile, Span
-
-_WS = re.compile(r"\s+")
-
 
 def span_text(sources: dict[str, SourceFile], span: Span) -> str:
     src = sources.get(span.path)
@@ -35,7 +31,7 @@ def span_text(sources: dict[str, SourceFile], span: Span) -> str:
         lines[0] = lines[0][span.col - 1:]
         lines[-1] = lines[-1][: span.end_col - 1]
         text = " ".join(lines)
-    return _WS.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 class _Ids:
@@ -84,14 +80,17 @@ def _policy(decl: A.PolicyDecl, env: Env, ids: _Ids, unit: Unit) -> N.Policy:
     prio = decl.priority or 0
     rules: list[N.Rule] = []
     name = decl.name.text
+    actions = {a.value: a for a in N.Action}
+    directions = {d.value: d for d in N.Direction}
+    protocols = {p.name.lower(): p for p in N.Protocol}
     for r in decl.rules:
         text = span_text(unit.sources, r.span)
         rules.append(N.Rule(
             id=ids.next(name, text),
             policy=name,
-            action=N.Action(r.action),
-            direction=N.Direction(r.direction),
-            protocol=N.Protocol.from_name(r.protocol) if r.protocol else None,
+            action=actions[r.action],
+            direction=directions[r.direction],
+            protocol=protocols.get(r.protocol) if r.protocol else None,
             peer=env.peers[id(r)],
             ports=env.ports[id(r)],
             icmp=env.icmp[id(r)],

@@ -47,6 +47,20 @@ def load_source(path_or_text: str, *, name: str | None = None) -> tuple[SourceFi
 
 
 def front_end(src: SourceFile, path: str | None, *, lint: bool = True) -> FrontEndResult:
+    import gc
+
+    # The passes build millions of small acyclic objects at 100,000 rules; the cyclic collector
+    # would walk them all again and again for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _front_end(src, path, lint)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _front_end(src: SourceFile, path: str | None, lint: bool) -> FrontEndResult:
     rep = Reporter()
     unit = resolve_imports(src, path, rep)
     if rep.has_errors:

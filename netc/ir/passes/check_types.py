@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
+import re
+import socket
 from dataclasses import dataclass, field
 
 from netc.diagnostics import Reporter, register_source
@@ -76,6 +78,45 @@ def parse_address(text: str, span: Span, rep: Reporter) -> ipaddress.IPv4Network
             rep.warning("W302", f"`{text}` has host bits set; it means {net}", span,
                         f"write {net} to say what you mean")
     return net
+
+
+_V4_PLAIN = re.compile(r"(?:0|[1-9]\d{0,2})(?:\.(?:0|[1-9]\d{0,2})){3}")
+_cidr_cache: dict[str, tuple[int, int, int, bool] | None] = {}
+
+
+def _fast_cidr(text: str) -> tuple[int, int, int, bool] | None:
+    """(version, first, last, host_bits_set) of an address or CIDR, or None if it is not valid.
+
+    socket.inet_pton is the C parser; ipaddress does the same in Python at 20x the cost, which
+    matters at 100,000 rules. Leading zeros in IPv4 octets are refused, as ipaddress does.
+    """
+    hit = _cidr_cache.get(text, False)
+    if hit is not False:
+        return hit  # type: ignore[return-value]
+    base, slash, plen_s = text.partition("/")
+    result: tuple[int, int, int, bool] | None = None
+    try:
+        if ":" in base:
+            version, width, raw = 6, 128, socket.inet_pton(socket.AF_INET6, base)
+        else:
+            if not _V4_PLAIN.fullmatch(base):
+                raise OSError
+            version, width, raw = 4, 32, socket.inet_pton(socket.AF_INET, base)
+        value = int.from_bytes(raw, "big")
+        plen = width
+        if slash:
+            if not plen_s.isdigit() or len(plen_s) > 3:
+                raise OSError
+            plen = int(plen_s)
+            if plen > width:
+                raise OSError
+        host = (1 << (width - plen)) - 1
+        result = (version, value & ~host, (value & ~host) | host, bool(value & host))
+    except OSError:
+        result = None
+    if len(_cidr_cache) < 1_000_000:
+        _cidr_cache[text] = result
+    return result
 
 
 def _check_port(p: int, span: Span, rep: Reporter) -> bool:
@@ -183,20 +224,32 @@ class Checker:
             return None
         return (item.lo, item.hi)
 
+    def cidr(self, text: str, span: Span) -> tuple[int, int, int] | None:
+        parsed = _fast_cidr(text)
+        if parsed is None:
+            parse_address(text, span, self.rep)  # reports why, in the same words everywhere
+            return None
+        version, lo, hi, host_bits = parsed
+        if host_bits:
+            parse_address(text, span, self.rep)  # the host-bits warning
+        return version, lo, hi
+
     def addr_item(self, item: A.AddrItem) -> AddrSet | None:
-        net = parse_address(item.address, item.span, self.rep)
+        net = self.cidr(item.address, item.span)
         if net is None:
             return None
-        result = AddrSet.from_network(net)
+        version, lo, hi = net
+        result = AddrSet(((lo, hi),), ()) if version == 4 else AddrSet((), ((lo, hi),))
         for exc in item.excepts:
-            sub = parse_address(exc.text, exc.span, self.rep)
+            sub = self.cidr(exc.text, exc.span)
             if sub is None:
                 return None
-            if sub.version != net.version or not sub.subnet_of(net):  # type: ignore[arg-type]
-                self.rep.error("E303", f"`{exc.text}` is not inside {net}, so `except` removes nothing",
+            if sub[0] != version or not (lo <= sub[1] and sub[2] <= hi):
+                self.rep.error("E303", f"`{exc.text}` is not inside {item.address}, so `except` removes nothing",
                                exc.span, "an `except` names a part of the CIDR before it")
                 return None
-            result = result.subtract(AddrSet.from_network(sub))
+            hole = AddrSet(((sub[1], sub[2]),), ()) if version == 4 else AddrSet((), ((sub[1], sub[2]),))
+            result = result.subtract(hole)
         return result
 
     def read_set_file(self, expr: A.SetFile, declaring_file: str) -> SetValue | None:
@@ -341,7 +394,8 @@ class Checker:
             return None
         if any_:
             return Peer(any=True)
-        return Peer(False, AddrSet.union_all(addrs), tuple(sels), world, host)
+        merged = addrs[0] if len(addrs) == 1 else AddrSet.union_all(addrs)
+        return Peer(False, merged, tuple(sels), world, host)
 
     def ports(self, refs: tuple[A.PortRef, ...]) -> PortSet | None:
         ranges: list[tuple[int, int]] = []

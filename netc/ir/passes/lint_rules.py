@@ -8,7 +8,6 @@ compared with each rule, so the pass stays linear at 100,000 rules.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 from netc.diagnostics import Reporter
@@ -21,8 +20,8 @@ def _rank(r: Rule) -> tuple[int, int]:
     return (r.priority, 1 if r.action is Action.DENY else 0)
 
 
-def _peer_key(p: Peer) -> str:
-    return json.dumps(p.to_json(), sort_keys=True)
+def _peer_key(p: Peer) -> Peer:
+    return p  # frozen and hashable: equal peers are equal keys
 
 
 def _peer_covers(a: Peer, b: Peer) -> bool:
@@ -45,14 +44,13 @@ def _covers(a: Rule, b: Rule) -> bool:
 
 
 def _same_match(a: Rule, b: Rule) -> bool:
-    return (a.protocol == b.protocol and a.ports == b.ports and a.icmp == b.icmp
-            and _peer_key(a.peer) == _peer_key(b.peer))
+    return a.protocol == b.protocol and a.ports == b.ports and a.icmp == b.icmp and a.peer == b.peer
 
 
 def lint_rules(program: Program, rep: Reporter) -> None:
-    groups: dict[tuple[str, Direction], list[Rule]] = defaultdict(list)
+    groups: dict[tuple[object, Direction], list[Rule]] = defaultdict(list)
     for p in program.policies:
-        sel = json.dumps(p.selector.to_json())
+        sel = p.selector
         for r in p.rules:
             if r.action is not Action.AUDIT:
                 groups[(sel, r.direction)].append(r)
@@ -62,13 +60,11 @@ def lint_rules(program: Program, rep: Reporter) -> None:
 
     for rules in groups.values():
         wildcard: list[Rule] = []           # earlier-or-higher rules with peer `any`
-        by_peer: dict[str, list[Rule]] = defaultdict(list)
-        exact: dict[tuple[str, int], dict[Action, Rule]] = defaultdict(dict)
+        by_peer: dict[Peer, list[Rule]] = defaultdict(list)
+        exact: dict[tuple[object, ...], dict[Action, Rule]] = defaultdict(dict)
         for r in sorted(rules, key=lambda r: (-r.priority, 0 if r.action is Action.DENY else 1, r.span)):
             key = _peer_key(r.peer)
-            sig = (json.dumps([r.protocol.value if r.protocol else None,
-                               r.ports.to_json() if r.ports else None,
-                               r.icmp.to_json() if r.icmp else None, key]), r.priority)
+            sig = (r.protocol, r.ports, r.icmp, key, r.priority)
             other = exact[sig]
             if r.action is Action.ALLOW and Action.DENY in other:
                 d = other[Action.DENY]

@@ -1,0 +1,313 @@
+"""The `netc` command: thin click wrappers over netc.api (and, for runtime commands, netc.runtime).
+
+Exit codes: 0 success (warnings allowed), 1 errors in the input or a failed test/expectation,
+2 usage errors, 3 an environment problem (missing tool, kernel refused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from netc import __version__, api
+from netc.diagnostics import Diagnostic, render_json, render_sarif, render_text
+from netc.errors import CompileError, DiagnosticsError, LoadError, NetcError, UsageError
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _print_diags(diags: list[Diagnostic], fmt: str = "text", stream: Any = None) -> None:
+    if not diags:
+        return
+    out = stream or sys.stderr
+    if fmt == "json":
+        click.echo(render_json(diags), file=out)
+    elif fmt == "sarif":
+        click.echo(render_sarif(diags, __version__), file=out)
+    else:
+        click.echo(render_text(diags, colour=_colour() and out is sys.stdout), file=out)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn netc's errors into messages and exit codes; never show a traceback for bad input."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DiagnosticsError as exc:
+            _print_diags(exc.diagnostics)
+            sys.exit(1)
+        except UsageError as exc:
+            click.echo(f"netc: {exc}", err=True)
+            sys.exit(2)
+        except (CompileError, LoadError) as exc:
+            click.echo(f"netc: error: {exc}", err=True)
+            sys.exit(3 if not isinstance(exc, CompileError) else 1)
+        except NetcError as exc:
+            click.echo(f"netc: error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netc")
+def main() -> None:
+    """netc: compile .netp network policies to eBPF and run them on containers.
+
+    \b
+    Offline (no root, no kernel):  check, compile, test, explain, fmt, bench compile
+    """
+
+
+# ---------------------------------------------------------------------- check
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text",
+              help="How diagnostics are printed (json and sarif go to stdout, for CI systems).")
+@click.option("--inventory", type=click.Path(exists=True, dir_okay=False),
+              help="An inventory of containers, to also warn about selectors that match none.")
+@_guard
+def check(files: tuple[str, ...], fmt: str, inventory: str | None) -> None:
+    """Parse, type-check and lint FILES; print diagnostics.
+
+    Exit 0 when there are no errors (warnings allowed), 1 when a file has errors.
+    """
+    all_diags: list[Diagnostic] = []
+    failed = False
+    for f in files:
+        if not os.path.isfile(f):
+            raise UsageError(f"no such file: {f}")
+        res = api.check(f, inventory=inventory)
+        all_diags.extend(res.diagnostics)
+        failed |= not res.ok
+    if fmt == "text":
+        _print_diags(all_diags, "text", sys.stdout)
+        errors = sum(1 for d in all_diags if d.severity.value == "error")
+        warnings = sum(1 for d in all_diags if d.severity.value == "warning")
+        summary = f"{len(files)} file(s) checked: {errors} error(s), {warnings} warning(s)"
+        click.echo(summary, err=True)
+    else:
+        _print_diags(all_diags, fmt, sys.stdout)
+    sys.exit(1 if failed else 0)
+
+
+# ---------------------------------------------------------------------- compile
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The BPF object to write (default FILE.bpf.o).")
+@click.option("--emit-c", type=click.Path(dir_okay=False), help="Also write the generated C here.")
+@_guard
+def compile(file: str, output: str | None, emit_c: str | None) -> None:  # noqa: A001
+    """Compile FILE to one BPF ELF object with its manifest embedded."""
+    res = api.compile(file)
+    _print_diags(res.diagnostics)
+    out = output or (os.path.splitext(file)[0] + ".bpf.o")
+    with open(out, "wb") as fh:
+        fh.write(res.object)
+    if emit_c:
+        with open(emit_c, "w") as fh:
+            fh.write(res.c_source)
+    n = len(res.program.rules)
+    click.echo(f"compiled {file}: {n} rule(s), {len(res.program.services)} service(s) -> {out} "
+               f"({len(res.object)} bytes)", err=True)
+
+
+# ---------------------------------------------------------------------- test
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--inventory", type=click.Path(exists=True, dir_okay=False),
+              help="Containers to test against, besides those the tests declare.")
+@click.option("--kernel", is_flag=True, help="Also run every expectation in the kernel (BPF_PROG_TEST_RUN).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every result.")
+@_guard
+def test(files: tuple[str, ...], inventory: str | None, kernel: bool, as_json: bool) -> None:
+    """Run the `test` blocks of FILES against the reference semantics.
+
+    Each expectation is reported with its location; exit 1 when one fails.
+    """
+    from netc.ir.nodes import EndpointRef  # noqa: F401  (documents the result type)
+
+    failed = 0
+    total = 0
+    report: list[dict[str, Any]] = []
+    for f in files:
+        run = api.run_tests(f, inventory=inventory)
+        _print_diags([d for d in run.diagnostics if d.severity.value == "warning"]) if not as_json else None
+        kernel_results: dict[int, tuple[bool, str]] = {}
+        if kernel:
+            from netc.runtime.testrun import run_kernel_tests
+
+            kernel_results = run_kernel_tests(f, run, inventory)
+        for r in run.results:
+            total += 1
+            ok = r.passed
+            kmsg = ""
+            if kernel:
+                kok, kmsg = kernel_results.get(id(r), (False, "not run in the kernel"))
+                ok = ok and kok
+            failed += not ok
+            loc = str(r.expectation.span)
+            report.append({"file": f, "test": r.block, "location": loc, "expectation": r.expectation.text,
+                           "passed": ok, "message": r.message, **({"kernel": kmsg} if kernel else {})})
+            if not as_json:
+                mark = click.style("PASS", fg="green") if ok else click.style("FAIL", fg="red", bold=True)
+                click.echo(f"{mark} {loc}: {r.expectation.text}")
+                if not ok:
+                    click.echo(f"     {r.message}")
+                    if kmsg:
+                        click.echo(f"     kernel: {kmsg}")
+    if as_json:
+        click.echo(json.dumps({"passed": total - failed, "failed": failed, "results": report}, indent=2))
+    else:
+        click.echo(f"{total - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+# ---------------------------------------------------------------------- explain
+@main.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--packet", required=True, help='e.g. "tcp 10.1.1.1:40000 -> 10.0.0.5:443"; container names work too.')
+@click.option("--inventory", type=click.Path(exists=True, dir_okay=False), help="The containers (YAML or JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@_guard
+def explain(file: str | None, packet: str, inventory: str | None, as_json: bool) -> None:
+    """Explain the verdict for one packet: the deciding rule and why the others did not decide."""
+    if file is None:
+        raise UsageError("explain needs a FILE (explaining from the live maps comes with `--live`)")
+    from netc.ir.eval import match_failure, remote_class
+    from netc.ir.nodes import Direction
+    from netc.runtime.inventory import Inventory
+
+    inv = Inventory.load(inventory) if inventory else Inventory()
+    res = api.check(file, inventory=inv)
+    if not res.ok:
+        raise DiagnosticsError(res.errors)
+    assert res.program is not None
+    pkt = api.parse_packet(packet, inv, res.program)
+    from netc.ir.eval import evaluate
+
+    v = evaluate(res.program, inv, pkt)
+    if as_json:
+        click.echo(json.dumps(_verdict_json(v), indent=2))
+        sys.exit(0)
+    word = click.style("ALLOW", fg="green", bold=True) if v.allowed else click.style("DENY", fg="red", bold=True)
+    click.echo(f"{word}  {v.original}")
+    if v.translation is not None:
+        t = v.translation
+        if t.backend is None:
+            click.echo(f"  service {t.service}: {t.vip}:{t.vip_port} has no backends, rejected")
+        else:
+            click.echo(f"  service {t.service}: {t.vip}:{t.vip_port} -> {t.backend} ({t.address}:{t.port}); "
+                       f"policy sees {v.packet}")
+    if v.note:
+        click.echo(f"  {v.note}")
+    for side in v.sides:
+        verdict = "allows" if side.allowed else "denies"
+        click.echo(f"  {side.endpoint.name} {side.direction.value} {verdict}: ", nl=False)
+        if side.rule is not None:
+            click.echo(f"{side.rule.location}  `{side.rule.text}`  (policy {side.rule.policy}, "
+                       f"priority {side.rule.priority})")
+        else:
+            click.echo(side.reason.value)
+        remote = v.packet.src if side.direction is Direction.INGRESS else v.packet.dst
+        klass, rc = remote_class(inv, remote)
+        for r in side.matched[1:]:
+            why = ("lower priority" if r.priority < side.matched[0].priority else "deny beats allow at equal priority")
+            click.echo(f"    also matched, did not decide ({why}): {r.location}  `{r.text}`")
+        for pname in side.selecting:
+            pol = next(p for p in res.program.policies if p.name == pname)
+            for r in pol.rules:
+                if r.direction is side.direction and r not in side.matched and r not in side.audits:
+                    why = match_failure(r, v.packet, remote, klass, rc) or "did not match"
+                    click.echo(f"    no match: {r.location}  `{r.text}`: {why}")
+        for a in side.audits:
+            click.echo(f"    audit: {a.location}  `{a.text}`")
+    sys.exit(0)
+
+
+def _verdict_json(v: Any) -> dict[str, Any]:
+    return {
+        "allowed": v.allowed,
+        "packet": str(v.original),
+        "policy_packet": str(v.packet),
+        "translation": None if v.translation is None else {
+            "service": v.translation.service, "backend": v.translation.backend,
+            "address": v.translation.address, "port": v.translation.port},
+        "note": v.note,
+        "sides": [{"endpoint": s.endpoint.name, "direction": s.direction.value, "allowed": s.allowed,
+                   "reason": s.reason.name.lower(),
+                   "rule": None if s.rule is None else {"id": s.rule.id, "location": s.rule.location,
+                                                         "text": s.rule.text, "policy": s.rule.policy},
+                   "matched": [r.location for r in s.matched]} for s in v.sides],
+    }
+
+
+# ---------------------------------------------------------------------- fmt
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file is not formatted.")
+@_guard
+def fmt(files: tuple[str, ...], check_only: bool) -> None:
+    """Rewrite FILES in the one canonical layout (comments kept)."""
+    from netc.diagnostics import register_source
+    from netc.dsl.fmt import format_source
+    from netc.source import SourceFile
+
+    unformatted = 0
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            src = SourceFile.from_text(f, fh.read())
+        register_source(src)
+        out, diags = format_source(src)
+        if out is None:
+            raise DiagnosticsError(diags)
+        if out != src.text:
+            unformatted += 1
+            if check_only:
+                click.echo(f"would reformat {f}")
+            else:
+                with open(f, "w", encoding="utf-8") as fh:
+                    fh.write(out)
+                click.echo(f"reformatted {f}")
+    if check_only and unformatted:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------- bench
+@main.group()
+def bench() -> None:
+    """Measure netc: every figure comes from a command, not from a timed test."""
+
+
+@bench.command("compile")
+@click.option("--rules", "n", type=int, default=10000, show_default=True, help="Number of rules to generate.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@_guard
+def bench_compile(n: int, as_json: bool, seed: int) -> None:
+    """Wall time of check and compile for a generated policy of N rules, and its instruction count."""
+    from netc.bench.compile import run
+
+    result = run(n, seed)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"rules      {result['rules']}")
+        click.echo(f"check_s    {result['check_s']:.3f}")
+        click.echo(f"compile_s  {result['compile_s']:.3f}")
+        click.echo(f"insns      {result['insns']}  (both programs; the same at any rule count)")
+
+
+def run() -> None:  # console entry for `python -m netc`
+    main()
