@@ -133,7 +133,8 @@ def _open_brace(src: SourceFile) -> Span | None:
 def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput) -> Diagnostic:
     pos = getattr(exc, "pos_in_stream", None) or 0
     if isinstance(exc, UnexpectedCharacters):
-        ch = src.text[exc.pos_in_stream] if exc.pos_in_stream < len(src.text) else "?"
+        at = exc.pos_in_stream or 0
+        ch = src.text[at] if at < len(src.text) else "?"
         span = Span(src.path, exc.line, exc.column, exc.line, exc.column + 1)
         hint = None
         if ch == "'":
@@ -148,8 +149,8 @@ def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput) -> Diagnostic:
         if opened is not None:
             return Diagnostic(Severity.ERROR, "E002", "missing `}`: the block is never closed", opened,
                               "add `}` where the block should end")
-        expected = sorted(getattr(exc, "expected", set()))
-        want = ", ".join(_readable(t) for t in expected[:6])
+        wanted = sorted(getattr(exc, "expected", set()))
+        want = ", ".join(_readable(t) for t in wanted[:6])
         return Diagnostic(Severity.ERROR, "E003", f"the file ends too early; expected {want}", end)
 
     assert isinstance(exc, UnexpectedToken)

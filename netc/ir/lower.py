@@ -18,6 +18,7 @@ from netc.ir.passes.resolve_imports import Unit
 from netc.runtime.abi import FIRST_RULE_ID
 from netc.source import SourceFile, Span
 
+
 def span_text(sources: dict[str, SourceFile], span: Span) -> str:
     src = sources.get(span.path)
     if src is None:

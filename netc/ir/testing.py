@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass
 
 from netc.ir.eval import Packet, Verdict, evaluate
-from netc.ir.nodes import EndpointRef, Expectation, Program, Protocol, SelKind, Selector, TestBlock
+from netc.ir.nodes import EndpointRef, Expectation, Program, Protocol, Selector, SelKind, TestBlock
 from netc.runtime.inventory import Container, Inventory
 
 SYNTH_V4 = ipaddress.ip_network("198.18.0.0/15")

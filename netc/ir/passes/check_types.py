@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from netc.diagnostics import Reporter, register_source
 from netc.dsl import ast as A
 from netc.ir.addrset import AddrSet, PortSet
-from netc.ir.nodes import Peer, Protocol, SelKind, Selector
+from netc.ir.nodes import Peer, Protocol, Selector, SelKind
 from netc.ir.passes.resolve_imports import Unit, display_path
 from netc.ir.passes.resolve_names import Scope
 from netc.source import SourceFile, Span
@@ -640,15 +640,15 @@ def check_types(unit: Unit, scope: Scope, rep: Reporter) -> Env:
         else:
             checker.group(decl.name)
     for module in unit.modules:
-        for decl in module.decls:
-            if isinstance(decl, A.PolicyDecl):
-                checker.policy(decl)
-            elif isinstance(decl, A.ServiceDecl):
-                checker.service(decl)
-            elif isinstance(decl, A.LimitDecl):
-                checker.limit(decl)
-            elif isinstance(decl, A.ObserveDecl):
-                checker.observe(decl)
-            elif isinstance(decl, A.TestDecl):
-                checker.test(decl)
+        for item in module.decls:
+            if isinstance(item, A.PolicyDecl):
+                checker.policy(item)
+            elif isinstance(item, A.ServiceDecl):
+                checker.service(item)
+            elif isinstance(item, A.LimitDecl):
+                checker.limit(item)
+            elif isinstance(item, A.ObserveDecl):
+                checker.observe(item)
+            elif isinstance(item, A.TestDecl):
+                checker.test(item)
     return checker.env
