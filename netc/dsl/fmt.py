@@ -20,6 +20,10 @@ Declarations and statements
   - A block opens with ` {` at the end of its header line and closes with `}` on a line of its own;
     an empty block is `name {` and `}` on two lines. Statements written on one line, or split
     across several, become one line each. Semicolons are dropped.
+  - The one exception: a `let` whose set literal is written over several lines (its `{` and `}`
+    on different lines) and is not empty is printed like a block, one item a line with a comma
+    after every item but the last, so long sets stay readable and comments stay with their items.
+    A set written on one line stays on one line, however long.
 
 Inside a statement
   - One space between words and around `==`, `!=`, `=`, `->`, `=>`; `, ` between list items; no
@@ -61,8 +65,8 @@ import bisect
 import dataclasses
 import enum
 import re
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from netc.diagnostics import Diagnostic, Severity
@@ -409,16 +413,23 @@ class _Units:
     def stmt(self, text: str, start: Pos, end: Pos, depth: int = 0) -> None:
         self.units.append(_Unit(text, depth, _Kind.STMT, start, end))
 
-    def block(self, header: str, span: Span, brace: Pos, body: list[tuple[Pos, Pos, str]]) -> None:
+    def block(self, header: str, span: Span, brace: Pos, body: list[tuple[Pos, Pos, str]],
+              separator: str = "") -> None:
+        """`header {`, the body one item a line in source order, `}` (the last character of `span`)."""
         self.units.append(_Unit(header + " {", 0, _Kind.OPEN, _start(span), (brace[0], brace[1] + 1)))
-        for start, end, text in sorted(body):
-            self.stmt(text, start, end, 1)
+        body = sorted(body)
+        for i, (start, end, text) in enumerate(body):
+            self.stmt(text + (separator if i + 1 < len(body) else ""), start, end, 1)
         self.units.append(_Unit("}", 0, _Kind.CLOSE, (span.end_line, span.end_col - 1), _end(span)))
 
     def decl(self, d: A.Decl) -> None:
         scan = self.scan
         if isinstance(d, A.ImportDecl):
             self.stmt(f"import {_quote(d.path)}", _start(d.span), _end(d.span))
+        elif isinstance(d, A.LetDecl) and isinstance(d.value, A.SetLiteral) and d.value.items \
+                and d.value.span.line != d.value.span.end_line:  # a set written over several lines
+            body = [(_start(x.span), _end(x.span), _set_item(x)) for x in d.value.items]
+            self.block(f"let {d.name.text} =", d.span, _start(d.value.span), body, ",")
         elif isinstance(d, A.LetDecl):
             self.stmt(f"let {d.name.text} = {_set_expr(d.value)}", _start(d.span), _end(d.span))
         elif isinstance(d, A.GroupDecl):
