@@ -11,6 +11,7 @@ import struct
 
 DIR_INGRESS = 0
 DIR_EGRESS = 1
+DIR_FRAG = 0x80  # or-ed into the direction of a lookup for a non-first fragment (no ports)
 
 CLASS_WORLD = 0
 CLASS_HOST = 1
@@ -37,14 +38,18 @@ ADDR_KEY = struct.Struct("<I16s")            # prefixlen, addr[16]
 ADDR_INFO = struct.Struct("<II")             # atom, klass
 RULE_KEY = struct.Struct("<IIIBB2s")         # prefixlen, pset, atom, dir, proto, port (big-endian bytes)
 WILD_KEY = struct.Struct("<IIBBBB2s2x")      # prefixlen, pset, dir, klass, proto, pad, port (big-endian), tail pad
-VERDICT = struct.Struct("<IIBBH")            # rank, rule_id, action, flags, pad
+VERDICT = struct.Struct("<QIBBH")            # rank (u64), rule_id, action, flags, pad
 
 RULE_KEY_FIXED_BITS = 80
 WILD_KEY_FIXED_BITS = 64
 
 
-def rank(priority: int, deny: bool) -> int:
-    return ((priority + PRIO_BIAS) << 1) | int(deny)
+ORDER_MAX = (1 << 32) - 1
+
+
+def rank(priority: int, deny: bool, order: int = 0) -> int:
+    """Higher wins: priority, then deny over allow, then the rule written first (lower order)."""
+    return ((priority + PRIO_BIAS) << 33) | (int(deny) << 32) | (ORDER_MAX - order)
 
 
 def addr_key(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:

@@ -17,6 +17,8 @@
 
 #define NETC_DIR_INGRESS 0 /* traffic to the container (host veth egress)    */
 #define NETC_DIR_EGRESS  1 /* traffic from the container (host veth ingress) */
+#define NETC_DIR_FRAG    0x80 /* or-ed into `dir` of rule lookups for a non-first fragment:
+                                * only rules without ports or ICMP types have entries there */
 
 #define NETC_CLASS_WORLD     0
 #define NETC_CLASS_HOST      1
@@ -73,7 +75,9 @@ struct netc_wild_key {
 };
 
 struct netc_verdict {
-	__u32 rank;    /* (priority + NETC_PRIO_BIAS) << 1 | is_deny: higher wins */
+	/* higher wins: (priority + NETC_PRIO_BIAS) << 33 | is_deny << 32 | (0xffffffff - rule order);
+	 * the order makes the deciding rule exact when two rules tie on priority and action */
+	__u64 rank;
 	__u32 rule_id;
 	__u8 action;   /* NETC_ACTION_* */
 	__u8 flags;    /* NETC_VERDICT_* */
