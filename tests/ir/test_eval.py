@@ -137,5 +137,5 @@ def test_maglev_spread_follows_weights(weights: tuple[int, ...]) -> None:
     table = maglev_table(["a", "b", "c"], list(weights), 16381)
     counts = [table.count(i) for i in range(3)]
     total = sum(weights)
-    for c, w in zip(counts, weights):
+    for c, w in zip(counts, weights, strict=True):
         assert abs(c / len(table) - w / total) < 0.02
