@@ -206,6 +206,7 @@ class ServiceDecl:
     table_size: int | None
     affinity: tuple[Ident, str] | None
     span: Span
+    repeated: tuple[Span, ...] = ()   # spans of `balance`/`affinity` lines given more than once
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,15 +257,20 @@ class ToAst(Transformer[Token, Any]):
         vips = tuple(x for x in c[1:] if isinstance(x, A.VipDecl))
         backends: list[A.BackendDecl] = []
         balance = table = affinity = None
+        repeated: list[Span] = []
         for x in c[1:]:
             if isinstance(x, list):
                 backends.extend(x)
             elif isinstance(x, tuple) and x[0] == "balance":
+                if balance is not None:
+                    repeated.append(x[1].span)
                 balance, table = x[1], x[2]
             elif isinstance(x, tuple) and x[0] == "affinity":
+                if affinity is not None:
+                    repeated.append(x[1].span)
                 affinity = (x[1], x[2])
         return A.ServiceDecl(self._ident(c[0]), vips, tuple(backends), balance, table, affinity,
-                             self._span(meta))
+                             self._span(meta), tuple(repeated))
 
     @v_args(meta=True)
     def vip_decl(self, meta: Meta, c: list[Any]) -> A.VipDecl:

@@ -514,6 +514,9 @@ class Checker:
     def service(self, s: A.ServiceDecl) -> None:
         from netc.ir.lb import DEFAULT_TABLE, is_prime
 
+        for span in s.repeated:
+            self.rep.error("E410", f"service `{s.name.text}` says this twice; only one may be given", span,
+                           "keep the line you mean and delete the other")
         if not s.vips:
             self.rep.error("E401", f"service `{s.name.text}` has no `vip`", s.name.span,
                            "add `vip ADDRESS port PORT tcp`")

@@ -117,7 +117,9 @@ def resolve_names(unit: Unit, rep: Reporter) -> Scope:
         for ref in _references(module):
             if ref.text not in scope.values:
                 guess = _closest(ref.text, known + sorted(BUILTIN_PEERS))
-                rep.error("E201", f"undefined name `{ref.text}`", ref.span,
-                          f"did you mean `{guess}`?" if guess else
-                          "define it with `let NAME = {…}` or `group NAME = selector`")
+                hint = (f"did you mean `{guess}`?" if guess else
+                        "define it with `let NAME = {…}` or `group NAME = selector`")
+                if ref.text == "all":
+                    hint = "as a peer, `any` means every address and `(all)` every container"
+                rep.error("E201", f"undefined name `{ref.text}`", ref.span, hint)
     return scope
