@@ -39,6 +39,12 @@ MAP_TYPES = {
 }
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_C_KEYWORDS = frozenset("""
+    auto break case char const continue default do double else enum extern float for goto if inline int
+    long register restrict return short signed sizeof static struct switch typedef union unsigned void
+    volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic _Imaginary _Noreturn _Static_assert
+    _Thread_local asm typeof
+""".split())
 _COMMENT_MAX = 200
 
 
@@ -66,8 +72,8 @@ def c_comment(value: object) -> str:
 
 
 def c_ident(value: object) -> str:
-    """Return `value` if it is a C identifier, else raise CompileError."""
-    if not isinstance(value, str) or not _IDENT.match(value):
+    """Return `value` if it is a C identifier (and not a keyword), else raise CompileError."""
+    if not isinstance(value, str) or not _IDENT.match(value) or value in _C_KEYWORDS:
         raise CompileError(f"not a valid C identifier: {value!r}")
     return value
 
@@ -76,9 +82,9 @@ def c_type(value: object) -> str:
     """A C type name as the planner writes it: `ident` or `struct ident`."""
     if isinstance(value, str):
         parts = value.split(" ")
-        if len(parts) == 1 and _IDENT.match(parts[0]):
+        if len(parts) == 1 and parts[0] not in _C_KEYWORDS and _IDENT.match(parts[0]):
             return value
-        if len(parts) == 2 and parts[0] == "struct" and _IDENT.match(parts[1]):
+        if len(parts) == 2 and parts[0] == "struct" and parts[1] not in _C_KEYWORDS and _IDENT.match(parts[1]):
             return value
     raise CompileError(f"not a valid C type name: {value!r}")
 
@@ -131,10 +137,11 @@ def generate_c(plan: ProgramPlan, manifest_summary: Mapping[str, Any]) -> str:
     `manifest_summary` describes where the program came from, for the banner only:
       sources   (required) list of .netp file names
       policies  (optional) list of policy names
+      source_sha256 (optional) digest of the sources
     Anything in it is treated as untrusted text and only ever lands in comments.
     """
     _check_plan(plan)
-    summary = {"policies": [], **manifest_summary}
+    summary = {"policies": [], "source_sha256": "", **manifest_summary}
     template = environment().get_template(DATAPATH_TEMPLATE)
     return template.render(
         netc_version=netc.__version__,
