@@ -67,6 +67,12 @@ class Packet:
         return f"{name} {ep(self.src, self.sport)} -> {ep(self.dst, self.dport)}"
 
 
+def is_ndp(pkt: Packet) -> bool:
+    """ICMPv6 neighbour discovery over IPv6 with its ICMPv6 header present (not a later fragment)."""
+    return (pkt.protocol == 58 and pkt.icmp_type in NDP_TYPES and not pkt.fragment
+            and ":" in pkt.src)
+
+
 class Reason(enum.Enum):
     NOT_ISOLATED = "no policy isolates this direction"
     RULE = "a rule decided"
@@ -191,7 +197,7 @@ def evaluate_side(program: Program, inv: Inventory, pkt: Packet, c: Container, d
     isolating = [p for p in selecting if d in p.isolates]
     names = tuple(p.name for p in selecting)
     iso_names = tuple(p.name for p in isolating)
-    if pkt.protocol == 58 and pkt.icmp_type in NDP_TYPES:
+    if is_ndp(pkt):
         return SideVerdict(c, d, True, Reason.NDP, None, (), (), names, iso_names)
     matched: list[Rule] = []
     audits: list[Rule] = []

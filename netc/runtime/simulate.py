@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from netc.ir.eval import NDP_TYPES, Packet
+from netc.ir.eval import Packet, is_ndp
 from netc.runtime import abi
 from netc.runtime.materialize import Contents, _bucket
 
@@ -48,7 +48,7 @@ def classify(contents: Contents, ifindex: int, direction: int, pkt: Packet) -> S
     if ep is None:
         return SimVerdict(True, abi.RULE_DEFAULT_ALLOW)
     pset, _eid, iso_in, iso_eg, deny_in, deny_eg = abi.ENDPOINT.unpack(ep)
-    if pkt.protocol == 58 and pkt.icmp_type in NDP_TYPES:
+    if is_ndp(pkt):
         return SimVerdict(True, abi.RULE_DEFAULT_ALLOW)
     if not (iso_in, iso_eg)[direction]:
         return SimVerdict(True, abi.RULE_DEFAULT_ALLOW)

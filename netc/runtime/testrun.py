@@ -1,0 +1,139 @@
+"""Run classification in the kernel with BPF_PROG_TEST_RUN: `netc test --kernel` and `netc fuzz`.
+
+The compiled object is loaded, its maps are filled from the materialized contents of a test
+inventory, and every packet is run through the program for its direction. Test runs put the
+skb on the loopback device (ifindex 1), so the endpoint under test is written to ifindex 1
+before each packet; the rest of the maps are exactly what `netc load` writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from netc.ir.eval import Packet, evaluate_side
+from netc.ir.nodes import Direction, Program
+from netc.runtime import abi
+from netc.runtime.inventory import Container, Inventory
+from netc.runtime.materialize import Contents, endpoint_for, materialize
+from netc.runtime.packets import frame
+
+TC_ACT_OK = 0
+TC_ACT_SHOT = 2
+TC_ACT_UNSPEC = -1
+LOOPBACK = 1
+
+PROGRAM_FOR = {Direction.INGRESS: "netc_to_container", Direction.EGRESS: "netc_from_container"}
+
+
+def map_sizes(contents: Contents, defaults: dict[str, int]) -> dict[str, int]:
+    """max_entries for each map: what the contents need, with headroom for inventory changes."""
+    out = {}
+    for name, default in defaults.items():
+        n = len(contents.maps.get(name, {}))
+        out[name] = max(64, n + n // 4 + 16) if name != "netc_endpoints" else max(default, n + 16)
+    return out
+
+
+@dataclass
+class KernelVerdict:
+    allowed: bool
+    retval: int
+
+
+class KernelClassifier:
+    """A loaded copy of a compiled object, filled for one program and inventory."""
+
+    def __init__(self, obj_bytes: bytes, program: Program, inventory: Inventory):
+        from netc.runtime.libbpf import BpfObject
+
+        self.program = program
+        self.inventory = inventory
+        self.contents = materialize(program, inventory)
+        self.obj = BpfObject.open_mem(obj_bytes, "netc")
+        from netc.codegen.planner import policy_maps
+
+        sizes = map_sizes(self.contents, {m.name: m.max_entries for m in policy_maps()})
+        for name, n in sizes.items():
+            self.obj.set_max_entries(name, n)
+        self.obj.load()
+        maps = self.obj.maps
+        for name, entries in self.contents.maps.items():
+            if name == "netc_endpoints":
+                continue
+            m = maps[name]
+            items = list(entries.items())
+            if items:
+                m.update_batch(items)
+        self._endpoints = maps["netc_endpoints"]
+        self._progs = self.obj.programs
+        self._current: str | None = None
+
+    def close(self) -> None:
+        self.obj.close()
+
+    def __enter__(self) -> KernelClassifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def classify(self, container: Container, direction: Direction, pkt: Packet) -> KernelVerdict:
+        from netc.runtime.libbpf import prog_test_run
+
+        if self._current != container.name:
+            key, value = endpoint_for(self.program, self.contents, container, LOOPBACK, 1)
+            self._endpoints.update(key, value)
+            self._current = container.name
+        run = prog_test_run(self._progs[PROGRAM_FOR[direction]], frame(pkt))
+        if run.retval not in (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC):
+            raise AssertionError(f"unexpected return code {run.retval} for {pkt}")
+        return KernelVerdict(run.retval != TC_ACT_SHOT, run.retval)
+
+
+def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tuple[bool, str]]:
+    """For each expectation of a test run: does the kernel agree with the reference semantics?"""
+    from netc import api
+    from netc.ir.eval import translate
+    from netc.ir.testing import TestWorld
+
+    res = api.compile(path)
+    inv = Inventory.load(inventory) if inventory else None
+    out: dict[int, tuple[bool, str]] = {}
+    for block in res.program.tests:
+        world = TestWorld(res.program, block, inv)
+        with KernelClassifier(res.object, res.program, world.inventory) as kc:
+            for r in run.results:
+                if r.block != block.name or r.packet is None:
+                    continue
+                pkt, _t = translate(res.program, world.inventory, r.packet)
+                sides = []
+                agree = True
+                notes = []
+                for c, d in ((world.inventory.by_address(pkt.src), Direction.EGRESS),
+                             (world.inventory.by_address(pkt.dst), Direction.INGRESS)):
+                    if c is None:
+                        continue
+                    ref = evaluate_side(res.program, world.inventory, pkt, c, d)
+                    k = kc.classify(c, d, pkt)
+                    sides.append(k.allowed)
+                    if k.allowed != ref.allowed:
+                        agree = False
+                        notes.append(f"{c.name} {d.value}: kernel {'allows' if k.allowed else 'denies'}, "
+                                     f"reference {'allows' if ref.allowed else 'denies'}")
+                kernel_allowed = all(sides)
+                msg = "kernel agrees" if agree else "; ".join(notes)
+                if r.expectation.verdict != "dnat":
+                    ok = agree and kernel_allowed == (r.expectation.verdict == "allow")
+                else:
+                    ok = agree
+                out[id(r)] = (ok, msg + ("" if ok or not agree else
+                                         f" (kernel {'allows' if kernel_allowed else 'denies'})"))
+    return out
+
+
+def endpoint_key(ifindex: int) -> bytes:
+    return ifindex.to_bytes(4, "little")
+
+
+__all__ = ["KernelClassifier", "run_kernel_tests", "abi"]

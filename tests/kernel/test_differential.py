@@ -1,0 +1,19 @@
+"""The kernel agrees with the reference semantics on random policies and packets (zero disagreements)."""
+
+from __future__ import annotations
+
+import pytest
+
+from netc.runtime.fuzz import run_fuzz
+
+pytestmark = pytest.mark.kernel
+
+
+def test_kernel_agrees_with_reference_on_random_policies() -> None:
+    report = run_fuzz(seed=2026, policies=200, packets=200)
+    assert report.policies == 200 and report.packets == 200 * 200
+    shown = "\n".join(f"seed {d.seed}: {d.container.name} {d.direction.value} {d.packet}: kernel "
+                      f"{'allows' if d.kernel_allows else 'denies'}, reference "
+                      f"{'allows' if d.reference_allows else 'denies'} ({d.reference_rule})\n{d.policy}"
+                      for d in report.disagreements[:3])
+    assert not report.disagreements, shown
