@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from typing import Any
 
 from lark import Lark, Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.exceptions import VisitError
