@@ -185,17 +185,20 @@ def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput) -> Diagnostic:
         return Diagnostic(Severity.ERROR, "E002", f"missing `}}` before `{text}`", span,
                           "close the block before starting a new declaration",
                           notes=((("the block opened here", opened),) if opened else ()))
-    if tok.type == "INT" and "ADDRESS" in expected:
+    if tok.type in ("INT", "SIGNED_INT") and "ADDRESS" in expected:
         return Diagnostic(Severity.ERROR, "E008", f"`{text}` is not an address", span,
                           "addresses are written like 10.0.0.1, 10.0.0.0/8 or fd00::1")
     want = ", ".join(sorted(_readable(t) for t in expected)[:8])
-    return Diagnostic(Severity.ERROR, "E009", f"unexpected {_describe(tok)}; expected {want}", span)
+    hint = None
+    if tok.type == "EQUAL":
+        hint = "label comparisons are `==`, `!=`, `in`, `not in` and `has(key)`"
+    return Diagnostic(Severity.ERROR, "E009", f"unexpected {_describe(tok)}; expected {want}", span, hint)
 
 
 def _describe(tok: Token) -> str:
-    if tok.type in {"NAME", "STRING", "INT", "ADDRESS"}:
-        return f"{_readable(tok.type)} `{tok}`"
-    return f"`{tok}`"
+    kind = {"NAME": "name", "STRING": "string", "INT": "number", "SIGNED_INT": "number",
+            "ADDRESS": "address"}.get(tok.type)
+    return f"{kind} `{tok}`" if kind else f"`{tok}`"
 
 
 def _previous_token(src: SourceFile, tok: Token) -> str:

@@ -43,33 +43,38 @@ def solve_labels(sel: Selector, limit: int = 64) -> dict[str, str] | None:
     return None
 
 
-def _candidates(sel: Selector, limit: int) -> list[dict[str, str]]:
-    k = sel.kind
-    if k is SelKind.ALL or k in (SelKind.NE, SelKind.NOT_IN):
-        return [{}]
-    if k is SelKind.EQ:
-        return [{sel.key: sel.values[0]}]
-    if k is SelKind.IN:
-        return [{sel.key: v} for v in sel.values][:limit]
-    if k is SelKind.HAS:
-        return [{sel.key: "true"}]
-    if k is SelKind.OR:
-        return list(itertools.chain.from_iterable(_candidates(c, limit) for c in sel.children))[:limit]
-    if k is SelKind.NOT:
-        keys = _keys(sel.children[0])
-        out: list[dict[str, str]] = [{}]
-        out += [{key: "netc-other"} for key in keys]
-        return out[:limit]
-    # AND: merge one candidate of each child where they agree
+def _merge(options: list[list[dict[str, str]]], limit: int) -> list[dict[str, str]]:
+    """Label sets that satisfy one candidate of every list at once."""
     result: list[dict[str, str]] = [{}]
-    for child in sel.children:
+    for cands in options:
         merged = []
         for a in result:
-            for b in _candidates(child, limit):
+            for b in cands:
                 if all(a.get(key, v) == v for key, v in b.items()):
                     merged.append({**a, **b})
         result = merged[:limit]
     return result
+
+
+def _candidates(sel: Selector, limit: int, want: bool = True) -> list[dict[str, str]]:
+    """Label sets that make `sel` evaluate to `want` (candidates; the caller verifies them)."""
+    k = sel.kind
+    if k is SelKind.NOT:
+        return _candidates(sel.children[0], limit, not want)
+    if k in (SelKind.AND, SelKind.OR):
+        kids = [_candidates(c, limit, want) for c in sel.children]
+        if (k is SelKind.AND) == want:          # every child must come out `want`
+            return _merge(kids, limit)
+        return list(itertools.chain.from_iterable(kids))[:limit]   # one child suffices
+    if k is SelKind.ALL:
+        return [{}] if want else []
+    positive = {SelKind.EQ: [{sel.key: sel.values[0]}] if sel.values else [],
+                SelKind.IN: [{sel.key: v} for v in sel.values],
+                SelKind.HAS: [{sel.key: "true"}]}
+    if k in positive:
+        return positive[k][:limit] if want else [{}]
+    # NE and NOT_IN: absent keys satisfy them; the listed values falsify them
+    return [{}] if want else [{sel.key: v} for v in sel.values][:limit]
 
 
 def _keys(sel: Selector) -> list[str]:

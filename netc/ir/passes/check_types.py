@@ -131,6 +131,7 @@ class Checker:
         self.unit, self.scope, self.rep = unit, scope, rep
         self.env = Env()
         self._evaluating: list[str] = []
+        self._failed: set[str] = set()   # sets and groups whose errors were reported once already
         self._decl_file: dict[int, str] = {}
         for m in unit.modules:
             for d in m.decls:
@@ -140,6 +141,8 @@ class Checker:
     def set_value(self, name: str, span: Span) -> SetValue | None:
         if name in self.env.sets:
             return self.env.sets[name]
+        if name in self._failed:
+            return None  # already reported where the set is defined
         decl = self.scope.values.get(name)
         if not isinstance(decl, A.LetDecl):
             return None
@@ -152,6 +155,8 @@ class Checker:
         self._evaluating.pop()
         if value is not None:
             self.env.sets[name] = value
+        else:
+            self._failed.add(name)
         return value
 
     def eval_set_expr(self, expr: A.SetExpr, declaring_file: str) -> SetValue | None:
@@ -325,11 +330,15 @@ class Checker:
             chain = " -> ".join(x[6:] for x in self._evaluating[self._evaluating.index(key):]) + " -> " + ident.text
             self.rep.error("E315", f"group `{ident.text}` is defined in terms of itself: {chain}", ident.span)
             return None
+        if key in self._failed:
+            return None
         self._evaluating.append(key)
         sel = self.selector(decl.selector)
         self._evaluating.pop()
         if sel is not None:
             self.env.groups[ident.text] = sel
+        else:
+            self._failed.add(key)
         return sel
 
     # ------------------------------------------------------------------ rules
@@ -444,9 +453,15 @@ class Checker:
                 import difflib
 
                 guess = difflib.get_close_matches(m.type, list(table), n=1)
-                self.rep.error("E310", f"unknown {protocol.name.lower()} type `{m.type}`", m.span,
-                               f"did you mean `{guess[0]}`?" if guess else
-                               "known types: " + ", ".join(sorted(table)))
+                other = ICMPV6_TYPES if protocol is Protocol.ICMP else ICMP_TYPES
+                other_name = "icmpv6" if protocol is Protocol.ICMP else "icmp"
+                if m.type in other:
+                    hint = f"`{m.type}` is an {other_name} type: write `{other_name} type {m.type}`"
+                elif guess:
+                    hint = f"did you mean `{guess[0]}`?"
+                else:
+                    hint = "known types: " + ", ".join(sorted(table))
+                self.rep.error("E310", f"unknown {protocol.name.lower()} type `{m.type}`", m.span, hint)
                 return None
             t = table[m.type]
         else:
@@ -515,8 +530,8 @@ class Checker:
         from netc.ir.lb import DEFAULT_TABLE, is_prime
 
         for span in s.repeated:
-            self.rep.error("E410", f"service `{s.name.text}` says this twice; only one may be given", span,
-                           "keep the line you mean and delete the other")
+            self.rep.error("E410", f"service `{s.name.text}` gives `balance` or `affinity` twice; only one "
+                           "of each may be given", span, "keep the line you mean and delete the other")
         if not s.vips:
             self.rep.error("E401", f"service `{s.name.text}` has no `vip`", s.name.span,
                            "add `vip ADDRESS port PORT tcp`")
@@ -613,6 +628,10 @@ class Checker:
                                    ep.span, "declare it with `container NAME {label: \"value\"} at ADDRESS`")
                 if ep.port is not None:
                     _check_port(ep.port, ep.span, self.rep)
+            fams = {4 if ":" not in ep.address else 6 for ep in (pkt.src, pkt.dst) if ep.address is not None}
+            if len(fams) > 1:
+                self.rep.error("E705", "a packet goes from and to addresses of one family; this one mixes "
+                               "IPv4 and IPv6", pkt.span, "write both ends as IPv4 or both as IPv6")
             if proto is not None and proto.has_ports and pkt.dst.port is None:
                 self.rep.error("E702", f"a {pkt.protocol} packet needs a destination port", pkt.dst.span,
                                "write NAME:PORT or ADDRESS:PORT")
