@@ -332,6 +332,7 @@ def bench_compile(n: int, as_json: bool, seed: int) -> None:
         click.echo(f"compile_s  {result['compile_s']:.3f}")
         click.echo(f"insns      {result['insns']}  (both programs; the same at any rule count)")
 
+main.add_command(__import__("netc.runtime.lab_cli", fromlist=["lab"]).lab)  # `netc lab`: netc/runtime/lab_cli.py
 
 def run() -> None:  # console entry for `python -m netc`
     main()
