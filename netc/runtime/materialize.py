@@ -20,7 +20,6 @@ Pure: no kernel access, so it runs in tests, in `netc test --kernel` and in the 
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -243,15 +242,36 @@ def materialize(program: Program, inv: Inventory) -> Contents:
                 wr = [r for r in rules if _class_match(r.peer, klass)]
                 _fill(wild_map, wr, order, lambda proto, frag, port, bits, k=klass, p=pid, dd=d.abi:
                       abi.wild_key(p, dd | (FRAG if frag else 0), k, proto, port, bits))
-            # atom-specific peers
+            # atom-specific peers: index rules by the address sets they name, so each atom only
+            # looks at the rules that can match it (10,000 rules x 9,000 atoms must not be a product)
             specific = [r for r in rules if not r.peer.any and (not r.peer.addrs.is_empty() or r.peer.selectors)]
             if not specific:
                 continue
+            by_sid: dict[int, list[Rule]] = defaultdict(list)
+            with_selectors: list[Rule] = []
+            for r in specific:
+                if not r.peer.addrs.is_empty():
+                    by_sid[set_index[r.peer.addrs]].append(r)
+                if r.peer.selectors:
+                    with_selectors.append(r)
+            rank_of = {r.id: i for i, r in enumerate(rules)}   # rules are sorted best first
+            selector_hits: dict[tuple[str, ...], list[Rule]] = {}
             for atom in range(1, len(atom_sig)):
                 sids, ident = atom_sig[atom]
-                labels = labels_of_identity.get(ident) if ident[0] == "c" else None
-                ar = [r for r in specific if _atom_match(r.peer, sids, set_index, labels)]
-                if ar:
+                found: dict[int, Rule] = {}
+                for sid in sids:
+                    for r in by_sid.get(sid, ()):
+                        found[r.id] = r
+                if ident[0] == "c" and with_selectors:
+                    hits = selector_hits.get(ident)
+                    if hits is None:
+                        labels = labels_of_identity[ident]
+                        hits = [r for r in with_selectors if any(x.matches(labels) for x in r.peer.selectors)]
+                        selector_hits[ident] = hits
+                    for r in hits:
+                        found[r.id] = r
+                if found:
+                    ar = sorted(found.values(), key=lambda r: rank_of[r.id])
                     _fill(rules_map, ar, order, lambda proto, frag, port, bits, a=atom, p=pid, dd=d.abi:
                           abi.rule_key(p, a, dd | (FRAG if frag else 0), proto, port, bits))
     out.maps["netc_rules"] = rules_map
@@ -278,22 +298,6 @@ def _class_match(peer: Peer, klass: int) -> bool:
     if klass == abi.CLASS_HOST:
         return peer.host
     return False
-
-
-def _atom_match(peer: Peer, sids: tuple[int, ...], set_index: dict[AddrSet, int],
-                labels: dict[str, str] | None) -> bool:
-    if not peer.addrs.is_empty():
-        sid = set_index.get(peer.addrs)
-        if sid is not None and _contains_sorted(sids, sid):
-            return True
-    if labels is not None:
-        return any(s.matches(labels) for s in peer.selectors)
-    return False
-
-
-def _contains_sorted(xs: tuple[int, ...], x: int) -> bool:
-    i = bisect.bisect_left(xs, x)
-    return i < len(xs) and xs[i] == x
 
 
 def _addr(a: str) -> tuple[int, int]:
