@@ -20,6 +20,7 @@ Pure: no kernel access, so it runs in tests, in `netc test --kernel` and in the 
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +40,34 @@ V4_MAPPED = 0xFFFF << 32
 
 
 @dataclass
+class Ids:
+    """Atom and policy-set ids, kept from one materialization to the next of the same version, so
+    that an inventory change rewrites only the entries it affects (ids do not shift)."""
+
+    psets: dict[str, int] = field(default_factory=dict)    # "name,name" -> id
+    atoms: dict[str, int] = field(default_factory=dict)    # "sid,sid|identity" -> id
+
+    def pset(self, names: frozenset[str]) -> int:
+        key = ",".join(sorted(names))
+        if key not in self.psets:
+            self.psets[key] = max(self.psets.values(), default=0) + 1
+        return self.psets[key]
+
+    def atom(self, sig: tuple[tuple[int, ...], tuple[str, ...]]) -> int:
+        key = ",".join(map(str, sig[0])) + "|" + "\x1f".join(sig[1])
+        if key not in self.atoms:
+            self.atoms[key] = max(self.atoms.values(), default=0) + 1
+        return self.atoms[key]
+
+    def to_json(self) -> dict[str, dict[str, int]]:
+        return {"psets": self.psets, "atoms": self.atoms}
+
+    @staticmethod
+    def from_json(d: dict[str, dict[str, int]]) -> Ids:
+        return Ids(dict(d.get("psets", {})), dict(d.get("atoms", {})))
+
+
+@dataclass
 class Contents:
     """What the maps must hold: map name → {key bytes: value bytes}, plus what it means."""
 
@@ -46,7 +75,7 @@ class Contents:
     psets: dict[frozenset[str], int] = field(default_factory=dict)     # policy names → pset id
     endpoint_psets: dict[str, int] = field(default_factory=dict)       # container → pset id
     atoms: int = 0
-    warnings: list[str] = field(default_factory=list)
+    ids: Ids = field(default_factory=Ids)
 
     def entries(self) -> int:
         return sum(len(m) for m in self.maps.values())
@@ -120,8 +149,10 @@ class _Atoms:
         self.cuts[version].add(hi + 1)
 
 
-def materialize(program: Program, inv: Inventory) -> Contents:
-    out = Contents()
+def materialize(program: Program, inv: Inventory, ids: Ids | None = None) -> Contents:
+    """The map contents; pass the Ids of the previous materialization of the same version to keep
+    every unchanged entry byte for byte."""
+    out = Contents(ids=ids if ids is not None else Ids())
     rules_by_dir: dict[str, list[Rule]] = {}
     order = {r.id: i for i, r in enumerate(program.rules)}   # ties go to the rule written first
     policies = list(program.policies)
@@ -131,7 +162,7 @@ def materialize(program: Program, inv: Inventory) -> Contents:
     for c in inv.containers:
         pset_of[c.name] = frozenset(p.name for p in policies if p.selector.matches(c.labels))
     for names in sorted(set(pset_of.values()), key=lambda s: sorted(s)):
-        out.psets[names] = len(out.psets) + 1
+        out.psets[names] = out.ids.pset(names)
     endpoints: dict[bytes, bytes] = {}
     for i, c in enumerate(inv.containers):
         pid = out.psets[pset_of[c.name]]
@@ -165,22 +196,29 @@ def materialize(program: Program, inv: Inventory) -> Contents:
         ident = ("c",) + tuple(sorted(f"{k}={v}" for k, v in c.labels.items()))
         labels_of_identity[ident] = c.labels
 
-    atom_of_sig: dict[tuple[tuple[int, ...], tuple[str, ...]], int] = {}
-    atom_sig: list[tuple[tuple[int, ...], tuple[str, ...]]] = [((), ("world",))]   # atom 0
+    # Regions come from the address sets alone; each container or host address is then one more
+    # specific entry (/32, /128) on top, so adding a container never rewrites a region's prefixes.
+    atom_sig: dict[int, tuple[tuple[int, ...], tuple[str, ...]]] = {}
     addrs_map: dict[bytes, bytes] = {}
+
+    def emit(version: int, width: int, lo: int, hi: int, atom: int, klass: int) -> None:
+        info = abi.ADDR_INFO.pack(atom, klass)
+        for value, plen in interval_to_prefixes(lo, hi, width):
+            if version == 4:
+                key = abi.ADDR_KEY.pack(plen + 96, (V4_MAPPED | value).to_bytes(16, "big"))
+            else:
+                key = abi.ADDR_KEY.pack(plen, value.to_bytes(16, "big"))
+            addrs_map[key] = info
+
     for version, width in ((4, 32), (6, 128)):
         events: dict[int, list[tuple[int, int]]] = defaultdict(list)  # point → [(+1/-1, set id)]
-        for sid, s in enumerate(addr_sets):
-            for lo, hi in (s.v4 if version == 4 else s.v6):
+        for sid, aset in enumerate(addr_sets):
+            for lo, hi in (aset.v4 if version == 4 else aset.v6):
                 events[lo].append((1, sid))
                 events[hi + 1].append((-1, sid))
-        singles = sorted(x for (v, x) in identity_of if v == version)
-        for x in singles:
-            events.setdefault(x, [])
-            events.setdefault(x + 1, [])
         points = sorted(events)
         active: dict[int, int] = {}
-        spans: list[tuple[int, int, int]] = []   # (lo, hi, atom)
+        regions: list[tuple[int, int, tuple[int, ...]]] = []
         for i, pt in enumerate(points):
             for delta, sid in events[pt]:
                 n = active.get(sid, 0) + delta
@@ -188,41 +226,32 @@ def materialize(program: Program, inv: Inventory) -> Contents:
                     active[sid] = n
                 else:
                     active.pop(sid, None)
-            if i + 1 >= len(points):
-                break
-            lo, hi = pt, points[i + 1] - 1
-            if hi > (1 << width) - 1:
-                hi = (1 << width) - 1
-            if lo > hi:
+            if i + 1 >= len(points) or not active:
                 continue
-            ident: tuple[str, ...] = ("world",)
-            if lo == hi and (version, lo) in identity_of:
-                ident = identity_of[(version, lo)]
-            sig = (tuple(sorted(active)), ident)
-            if sig == ((), ("world",)):
-                continue   # atom 0: no entry, the map misses
-            atom = atom_of_sig.get(sig)
-            if atom is None:
-                atom = len(atom_sig)
-                atom_of_sig[sig] = atom
-                atom_sig.append(sig)
-            if spans and spans[-1][2] == atom and spans[-1][1] == lo - 1:
-                spans[-1] = (spans[-1][0], hi, atom)
+            lo, hi = pt, min(points[i + 1] - 1, (1 << width) - 1)
+            sids = tuple(sorted(active))
+            if regions and regions[-1][2] == sids and regions[-1][1] == lo - 1:
+                regions[-1] = (regions[-1][0], hi, sids)
             else:
-                spans.append((lo, hi, atom))
-        for lo, hi, atom in spans:
-            ident = atom_sig[atom][1]
-            klass = abi.CLASS_CONTAINER if ident[0] == "c" else abi.CLASS_HOST if ident[0] == "host" \
-                else abi.CLASS_WORLD
-            info = abi.ADDR_INFO.pack(atom, klass)
-            for value, plen in interval_to_prefixes(lo, hi, width):
-                if version == 4:
-                    key = abi.ADDR_KEY.pack(plen + 96, (V4_MAPPED | value).to_bytes(16, "big"))
-                else:
-                    key = abi.ADDR_KEY.pack(plen, value.to_bytes(16, "big"))
-                addrs_map[key] = info
+                regions.append((lo, hi, sids))
+        for lo, hi, sids in regions:
+            sig: tuple[tuple[int, ...], tuple[str, ...]] = (sids, ("world",))
+            atom = out.ids.atom(sig)
+            atom_sig[atom] = sig
+            emit(version, width, lo, hi, atom, abi.CLASS_WORLD)
+        starts = [r[0] for r in regions]
+        for (v, x), ident in sorted(identity_of.items()):
+            if v != version:
+                continue
+            j = bisect.bisect_right(starts, x) - 1
+            sids = regions[j][2] if j >= 0 and regions[j][1] >= x else ()
+            sig = (sids, ident)
+            atom = out.ids.atom(sig)
+            atom_sig[atom] = sig
+            klass = abi.CLASS_CONTAINER if ident[0] == "c" else abi.CLASS_HOST
+            emit(version, width, x, x, atom, klass)
     out.maps["netc_addrs"] = addrs_map
-    out.atoms = len(atom_sig)
+    out.atoms = len(atom_sig) + 1
 
     # ---------------------------------------------------------------- verdict tables
     rules_map: dict[bytes, bytes] = {}
@@ -256,8 +285,7 @@ def materialize(program: Program, inv: Inventory) -> Contents:
                     with_selectors.append(r)
             rank_of = {r.id: i for i, r in enumerate(rules)}   # rules are sorted best first
             selector_hits: dict[tuple[str, ...], list[Rule]] = {}
-            for atom in range(1, len(atom_sig)):
-                sids, ident = atom_sig[atom]
+            for atom, (sids, ident) in sorted(atom_sig.items()):
                 found: dict[int, Rule] = {}
                 for sid in sids:
                     for r in by_sid.get(sid, ()):
