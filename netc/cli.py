@@ -55,6 +55,10 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except NetcError as exc:
             click.echo(f"netc: error: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:   # the environment refused something: say what, not where in netc
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            click.echo(f"netc: error: {exc.strerror or exc}{where}", err=True)
+            sys.exit(3)
         except KeyboardInterrupt:
             sys.exit(130)
     return wrapper
@@ -275,6 +279,132 @@ def fuzz(seed: int, policies: int, packets: int) -> None:
     click.echo(f"{report.policies} policies, {report.packets} packets, "
                f"{len(report.disagreements)} disagreement(s) (seed {seed})")
     sys.exit(1 if report.disagreements else 0)
+
+
+# ---------------------------------------------------------------------- runtime
+def _target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--lab", "lab", default=None, help="Load onto a lab made by `netc lab up` (its name).")(fn)
+    fn = click.option("--inventory", type=click.Path(exists=True, dir_okay=False),
+                      help="Load onto the containers of an inventory file (YAML or JSON).")(fn)
+    return fn
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True, dir_okay=False))
+@_target_options
+@click.option("--name", help="The target's name (default: the lab's name, or the inventory's node namespace).")
+@click.option("--attach", type=click.Choice(["tcx", "tc"]), default=None,
+              help="Force the attachment mode (default: tcx where the kernel has it, else tc clsact).")
+@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for another netc command that holds the lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the load report as JSON.")
+@_guard
+def load(artifact: str, lab: str | None, inventory: str | None, name: str | None, attach: str | None,
+         wait_s: float, as_json: bool) -> None:
+    """Load ARTIFACT (a .bpf.o, or a .netp compiled on the way) onto every container of a target.
+
+    Loading a new version replaces the running one atomically on every container: each link moves
+    to the new program in one step, after its maps are complete. Any failure leaves the previous
+    version running.
+    """
+    from netc.runtime import loader
+
+    if (lab is None) == (inventory is None):
+        raise UsageError("give exactly one of --lab NAME or --inventory FILE")
+    if artifact.endswith(".netp"):
+        res = api.compile(artifact)
+        _print_diags(res.diagnostics)
+        obj = res.object
+    else:
+        with open(artifact, "rb") as fh:
+            obj = fh.read()
+    target = loader.resolve_target(inventory=inventory, lab=lab, name=name)
+    report = loader.load(obj, os.path.abspath(artifact), target, mode=attach, wait_s=wait_s)
+    if as_json:
+        click.echo(json.dumps(report.__dict__, default=str, indent=2))
+        return
+    prev = f" (replacing v{report.previous})" if report.previous else ""
+    click.echo(f"loaded {artifact} as {report.target} v{report.version}{prev}: "
+               f"{len({c for c, _ in report.attached})} container(s), {report.mode}, "
+               f"{report.entries} map entries, {report.timings['total_s'] * 1000:.0f} ms")
+    for c, why in report.skipped:
+        click.echo(f"  skipped {c}: {why}", err=True)
+    for c in report.detached:
+        click.echo(f"  detached {c}: no longer in the inventory")
+
+
+@main.command()
+@click.argument("target")
+@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True)
+@_guard
+def unload(target: str, wait_s: float) -> None:
+    """Detach TARGET from every container and remove its pins and records."""
+    from netc.runtime import loader
+
+    for line in loader.unload(target, wait_s=wait_s):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def sync(target: str, as_json: bool) -> None:
+    """Bring TARGET's maps in step with its inventory (containers added, removed, relabelled).
+
+    Only the entries that change are written; no recompile, no reload.
+    """
+    from netc.runtime import loader
+
+    loader.check_privileges()
+    rep = loader.Deployment(target).sync()
+    if as_json:
+        click.echo(json.dumps(rep.__dict__, default=str, indent=2))
+        return
+    writes = sum(rep.written.values())
+    deletes = sum(rep.deleted.values())
+    click.echo(f"synced {target} v{rep.version}: {writes} entries written, {deletes} deleted, "
+               f"{len(rep.attached)} attached, {len(rep.detached)} detached, {rep.seconds * 1000:.1f} ms")
+    for c, why in rep.skipped:
+        click.echo(f"  skipped {c}: {why}", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guard
+def status(as_json: bool) -> None:
+    """What is attached where, which version, since when (read from the pins and the state)."""
+    import datetime
+
+    from netc.runtime import loader
+
+    targets = loader.status()
+    if as_json:
+        click.echo(json.dumps(targets, indent=2))
+        return
+    if not targets:
+        click.echo("nothing loaded")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for t in targets:
+        when = datetime.datetime.fromtimestamp(t["loaded_at"]).strftime("%Y-%m-%d %H:%M:%S") \
+            if t["loaded_at"] else "-"
+        console.print(f"[bold]{t['target']}[/bold]  v{t['active_version']}  {t['source']}  "
+                      f"loaded {when}  ({t['mode']}, inventory {t['inventory']})")
+        table = Table(show_edge=False)
+        for col in ("container", "hook", "interface", "runs", "since", "problem"):
+            table.add_column(col)
+        for a in t["attachments"]:
+            since = datetime.datetime.fromtimestamp(a["since"]).strftime("%H:%M:%S")
+            runs = f"v{a['running_version']}" if a["running_version"] else "?"
+            table.add_row(a["container"], a["hook"], a["interface"], runs, since, a["problem"] or "")
+        console.print(table)
+        odd = [v for v in t["versions"] if v["state"] == "interrupted"]
+        for v in odd:
+            console.print(f"  v{v['version']} was interrupted and rolled back")
 
 
 # ---------------------------------------------------------------------- fmt

@@ -10,7 +10,7 @@ crash the two are reconciled from the pins (see loader.recover), so `netc status
         objects/       the artifacts of loaded versions (manifest and all)
     $NETC_BPFFS (default /sys/fs/bpf/netc)
         <target>/v<N>/        maps and programs of version N (published by an atomic rename)
-        <target>/links/       one pinned tcx link per container and hook
+        <target>/links/       one pinned tcx link per container and hook: <container>@<hook>
 """
 
 from __future__ import annotations

@@ -1,0 +1,776 @@
+"""`netc load`, `netc unload`, `netc sync` and `netc status`: compiled objects onto containers.
+
+A load is a sequence of steps, each of which either completes or leaves the previous version
+running:
+
+1. materialize the manifest against the inventory (pure, no kernel);
+2. open and load the object (the verifier; a rejection changes nothing);
+3. fill every map completely, then pin maps and programs under v<N>_partial/ and publish them by
+   renaming the directory to v<N>/ (a crash before the rename leaves only a _partial to sweep;
+   bpffs refuses dots in names);
+4. record version N as `loading` with its program ids;
+5. for every container: replace the program of its pinned tcx links in one step
+   (BPF_LINK_UPDATE), or create and pin a link for a new container. A packet sees the old
+   version or the new one, each with complete maps — never no program, never a half-filled map;
+6. commit: N becomes active, the previous version is retired and its pins removed.
+
+If step 5 fails, every link already moved is moved back and new links are removed. If the
+process dies (kill -9) anywhere, the next netc command holding the lock rolls an unfinished load
+back from the pins and the database (recover()). A container that disappears during a load is
+reported and skipped; the others are loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from netc.errors import AttachError, LoadError, NetcError
+from netc.ir.nodes import Program
+from netc.runtime import links
+from netc.runtime.inventory import Container, Inventory
+from netc.runtime.links import Hook
+from netc.runtime.materialize import Contents, Ids, materialize
+from netc.runtime.state import State, bpffs_root, exclusive
+
+PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_container"}
+MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")
+BPF_FS_MAGIC = 0xCAFE4A11
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
+
+
+class PrivilegeError(NetcError):
+    pass
+
+
+# ---------------------------------------------------------------------- environment
+def check_privileges() -> None:
+    """Loading needs CAP_BPF (or CAP_SYS_ADMIN) and CAP_NET_ADMIN: say so plainly."""
+    try:
+        with open("/proc/self/status") as fh:
+            eff = next(int(line.split()[1], 16) for line in fh if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        eff = 0
+    has_bpf = bool(eff & (1 << CAP_BPF)) or bool(eff & (1 << CAP_SYS_ADMIN))
+    if not has_bpf or not eff & (1 << CAP_NET_ADMIN):
+        missing = [n for n, bit in (("CAP_BPF", CAP_BPF), ("CAP_NET_ADMIN", CAP_NET_ADMIN))
+                   if not eff & (1 << bit) and not (n == "CAP_BPF" and eff & (1 << CAP_SYS_ADMIN))]
+        raise PrivilegeError("loading programs into the kernel needs root, or the capabilities "
+                             + " and ".join(missing) + "; run it with sudo (netc check, test, explain "
+                             "and compile need no privileges)")
+
+
+def _is_bpffs(path: str) -> bool:
+    class _Statfs(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    st = _Statfs()
+    if libc.statfs(os.fsencode(path), ctypes.byref(st)) != 0:
+        return False
+    return (st.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
+
+
+def ensure_bpffs(root: str | None = None) -> str:
+    """Mount bpffs on /sys/fs/bpf when it is absent (these machines start without it)."""
+    root = root or bpffs_root()
+    mount_point = "/sys/fs/bpf"
+    if root.startswith(mount_point) and not _is_bpffs(mount_point):
+        os.makedirs(mount_point, exist_ok=True)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mount(b"bpf", mount_point.encode(), b"bpf", 0, None) != 0:
+            err = ctypes.get_errno()
+            raise LoadError(f"cannot mount bpffs on {mount_point}: {os.strerror(err)}")
+    os.makedirs(root, exist_ok=True)
+    if not _is_bpffs(root):
+        raise LoadError(f"{root} is not on a bpf filesystem; pins need bpffs (mount -t bpf bpf /sys/fs/bpf)")
+    return root
+
+
+# ---------------------------------------------------------------------- targets
+@dataclass
+class Target:
+    """Where a policy runs: a set of containers whose host-side veths share a namespace."""
+
+    name: str
+    inventory: Inventory
+    inventory_ref: str          # a file path, or lab:<name>
+    node_netns: str | None
+
+    def netns(self) -> Any:
+        from netc.runtime.netns import in_netns
+
+        return in_netns(self.node_netns) if self.node_netns else nullcontext()
+
+
+def resolve_target(*, inventory: str | None = None, lab: str | None = None, name: str | None = None) -> Target:
+    if lab is not None:
+        from netc.runtime.lab import lab_by_name, latest_lab
+
+        lb = latest_lab() if lab == "" else lab_by_name(lab)
+        inv = Inventory.load(lb.inventory_path)
+        return Target(name or lb.name, inv, f"lab:{lb.name}", inv.node_netns)
+    if inventory is None:
+        raise NetcError("say where to load: --inventory FILE or --lab NAME")
+    inv = Inventory.load(inventory)
+    tname = name or inv.node_netns or os.path.splitext(os.path.basename(inventory))[0]
+    return Target(tname, inv, os.path.abspath(inventory), inv.node_netns)
+
+
+def reload_inventory(ref: str) -> Inventory:
+    if ref.startswith("lab:"):
+        from netc.runtime.lab import lab_by_name
+
+        return Inventory.load(lab_by_name(ref[4:]).inventory_path)
+    return Inventory.load(ref)
+
+
+def _current_ifindexes(target: Target) -> dict[str, int]:
+    """Host-side interface name → ifindex, as the node namespace sees it now."""
+    from pyroute2 import IPRoute
+
+    with target.netns(), IPRoute() as ipr:
+        return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+
+
+def live_inventory(target: Target) -> tuple[Inventory, list[tuple[str, str]]]:
+    """The inventory with ifindexes refreshed from the kernel; containers without their interface
+    are left out and reported (a container that disappeared)."""
+    names = _current_ifindexes(target)
+    kept: list[Container] = []
+    gone: list[tuple[str, str]] = []
+    for c in target.inventory.containers:
+        if c.interface is None:
+            gone.append((c.name, "the inventory names no host-side interface"))
+            continue
+        idx = names.get(c.interface)
+        if idx is None:
+            gone.append((c.name, f"interface {c.interface} does not exist (the container is gone)"))
+            continue
+        kept.append(Container(c.name, c.addresses, c.labels, c.netns, c.interface, idx))
+    return Inventory(kept, target.inventory.host_addresses, target.inventory.node_netns), gone
+
+
+# ---------------------------------------------------------------------- fault injection (tests)
+def _fault(stage: str) -> None:
+    """NETC_FAULT=kill:<stage> kills this process at a stage of a load; the crash tests use it."""
+    want = os.environ.get("NETC_FAULT", "")
+    if want == f"kill:{stage}":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if want == f"fail:{stage}":
+        raise AttachError(f"injected failure at {stage}")
+
+
+# ---------------------------------------------------------------------- the load
+@dataclass
+class LoadReport:
+    target: str
+    version: int
+    previous: int | None
+    mode: str
+    attached: list[tuple[str, str]] = field(default_factory=list)      # (container, hook)
+    skipped: list[tuple[str, str]] = field(default_factory=list)       # (container, why)
+    detached: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    entries: int = 0
+    map_bytes: int = 0
+
+
+def _paths(target: str) -> tuple[str, str]:
+    base = os.path.join(bpffs_root(), _pin_name(target))
+    return base, os.path.join(base, "links")
+
+
+def _pin_name(text: str) -> str:
+    """bpffs refuses names with a dot (EPERM); container names may have one: percent-encode."""
+    return text.replace("%", "%25").replace(".", "%2e").replace("/", "%2f")
+
+
+def _unpin_name(text: str) -> str:
+    return text.replace("%2f", "/").replace("%2e", ".").replace("%25", "%")
+
+
+def _link_pin(target: str, container: str, hook: Hook) -> str:
+    return os.path.join(_paths(target)[1], f"{_pin_name(container)}@{hook.value}")
+
+
+def _split_link_entry(entry: str) -> tuple[str, Hook]:
+    name, _, hook = entry.rpartition("@")
+    return _unpin_name(name), Hook(hook)
+
+
+def _rm_pins(path: str) -> None:
+    """Remove a pin directory (bpffs allows unlink and rmdir; shutil.rmtree does both)."""
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def map_sizes(contents: Contents) -> dict[str, int]:
+    """max_entries for each map: what the contents need plus headroom for inventory changes; a
+    size the kernel cannot give is refused here, before loading, with the figure needed."""
+    out = {}
+    for name in MAPS:
+        n = len(contents.maps.get(name, {}))
+        out[name] = max(64, n + n // 4 + 64)
+    return out
+
+
+def _open_pinned_prog(path: str) -> int:
+    from netc.runtime.libbpf import bpf_obj_get
+
+    return bpf_obj_get(path)
+
+
+def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = None,
+         wait_s: float = 30.0) -> LoadReport:
+    from netc.api import read_manifest
+    from netc.runtime.libbpf import BpfObject, bpf_obj_get, bpf_obj_pin
+
+    check_privileges()
+    ensure_bpffs()
+    t0 = time.perf_counter()
+    manifest = read_manifest(obj_bytes)
+    program = Program.from_json(manifest["ir"])
+    with exclusive(wait_s=wait_s), State() as st:
+        recover(st, target.name)
+        inv, gone = live_inventory(target)
+        prev = st.active(target.name)
+        version = st.next_version(target.name)
+        want_mode = mode or os.environ.get("NETC_ATTACH") or None
+        if want_mode is None:
+            with target.netns():
+                want_mode = "tcx" if links.tcx_supported() else "tc"
+        row = st.target(target.name)
+        if row is not None and row[3] != want_mode and prev is not None:
+            raise LoadError(f"target {target.name} runs in {row[3]} mode; unload it before switching to {want_mode}")
+        report = LoadReport(target.name, version, prev.version if prev else None, want_mode, skipped=gone)
+
+        t = time.perf_counter()
+        contents = materialize(program, inv)
+        report.timings["materialize_s"] = time.perf_counter() - t
+        report.entries = contents.entries()
+
+        obj_path = os.path.join(st.dir, "objects", f"{target.name}-v{version}.bpf.o")
+        with open(obj_path + ".tmp", "wb") as fh:
+            fh.write(obj_bytes)
+        os.replace(obj_path + ".tmp", obj_path)
+
+        base, links_dir = _paths(target.name)
+        vdir = os.path.join(base, f"v{version}")
+        partial = vdir + "_partial"
+        _rm_pins(partial)
+        t = time.perf_counter()
+        with BpfObject.open_mem(obj_bytes, "netc") as obj:
+            sizes = map_sizes(contents)
+            for name, n in sizes.items():
+                obj.set_max_entries(name, n)
+            obj.load()
+            _fault("after-verify")
+            report.timings["verify_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            maps = obj.maps
+            for name in MAPS:
+                items = list(contents.maps.get(name, {}).items())
+                if items:
+                    maps[name].update_batch(items)
+                m = maps[name]
+                report.map_bytes += sizes[name] * (m.key_size + m.value_size)
+            report.timings["fill_s"] = time.perf_counter() - t
+            _fault("after-fill")
+            os.makedirs(os.path.join(partial, "maps"))
+            os.makedirs(os.path.join(partial, "progs"))
+            for name in MAPS:
+                bpf_obj_pin(maps[name].fd, os.path.join(partial, "maps", name))
+            progs = obj.programs
+            for pname, fd in progs.items():
+                bpf_obj_pin(fd, os.path.join(partial, "progs", pname))
+            with open(os.path.join(st.dir, "objects", f"{target.name}-v{version}.ids.json"), "w") as fh:
+                json.dump(contents.ids.to_json(), fh)
+            os.rename(partial, vdir)
+            _fault("after-pin")
+            prog_ids = {p: links.prog_id(fd) for p, fd in progs.items()}
+            with st.transaction() as db:
+                db.execute("INSERT INTO targets(name, inventory, node_netns, mode) VALUES(?,?,?,?) "
+                           "ON CONFLICT(name) DO UPDATE SET inventory=excluded.inventory, "
+                           "node_netns=excluded.node_netns, mode=excluded.mode",
+                           (target.name, target.inventory_ref, target.node_netns, want_mode))
+                db.execute("INSERT INTO versions VALUES(?,?,?,?,?,?,?,?)",
+                           (target.name, version, "loading", source, manifest["source_sha256"], obj_path,
+                            json.dumps(prog_ids), time.time()))
+            _fault("after-record")
+
+            # ---- attach: move every link, or put everything back
+            t = time.perf_counter()
+            os.makedirs(links_dir, exist_ok=True)
+            moved: list[tuple[str, Hook, str, bool]] = []   # (container, hook, pin, created)
+            try:
+                with target.netns():
+                    for i, c in enumerate(inv.containers):
+                        assert c.ifindex is not None and c.interface is not None
+                        for hook in (Hook.INGRESS, Hook.EGRESS):
+                            pfd = progs[PROGRAM_FOR_HOOK[hook]]
+                            pin = _link_pin(target.name, c.name, hook)
+                            try:
+                                created = _attach_one(want_mode, pfd, c, hook, pin, bpf_obj_get, bpf_obj_pin)
+                            except AttachError as exc:
+                                if c.interface not in _current_ifindexes(target):
+                                    report.skipped.append((c.name, f"disappeared during the load ({exc})"))
+                                    break
+                                raise
+                            moved.append((c.name, hook, pin, created))
+                            report.attached.append((c.name, hook.value))
+                        if i == 0:
+                            _fault("mid-attach")
+                    _fault("after-attach")
+            except BaseException:
+                _roll_back(st, target, moved, prev, want_mode)
+                _rm_pins(vdir)
+                with st.transaction() as db:
+                    db.execute("DELETE FROM versions WHERE target=? AND version=?", (target.name, version))
+                    if prev is None:
+                        db.execute("DELETE FROM targets WHERE name=?", (target.name,))
+                raise
+            report.timings["attach_s"] = time.perf_counter() - t
+
+            # ---- commit
+            attached = {c for c, _ in report.attached}
+            with st.transaction() as db:
+                for c in inv.containers:
+                    if c.name not in attached:
+                        continue
+                    for hook in (Hook.INGRESS, Hook.EGRESS):
+                        db.execute("INSERT OR REPLACE INTO attachments VALUES(?,?,?,?,?,?,?,?,?)",
+                                   (target.name, c.name, hook.value, c.interface, c.ifindex, want_mode,
+                                    _link_pin(target.name, c.name, hook) if want_mode == "tcx" else None,
+                                    version, time.time()))
+                db.execute("UPDATE versions SET state='retired' WHERE target=? AND state='active'",
+                           (target.name,))
+                db.execute("UPDATE versions SET state='active' WHERE target=? AND version=?",
+                           (target.name, version))
+            _fault("after-commit")
+    # outside the object: the old version's pins go, containers no longer in the inventory detach
+    with exclusive(wait_s=wait_s), State() as st:
+        for a in st.attachments(target.name):
+            if a.container not in {c for c, _ in report.attached} and a.container not in {g for g, _ in gone}:
+                _detach(st, target, a.container, Hook(a.hook), a.mode, a.ifindex, a.pin)
+                if a.container not in report.detached:
+                    report.detached.append(a.container)
+        _retire_old(st, target.name)
+    report.timings["total_s"] = time.perf_counter() - t0
+    return report
+
+
+def _attach_one(mode: str, prog_fd: int, c: Container, hook: Hook, pin: str, obj_get: Any, obj_pin: Any) -> bool:
+    """Point the container's hook at prog_fd; True when a new attachment was made."""
+    assert c.ifindex is not None
+    if mode == "tc":
+        existed = links.tc_prog_id(c.ifindex, hook) is not None
+        links.tc_attach(prog_fd, c.ifindex, hook, PROGRAM_FOR_HOOK[hook])
+        return not existed
+    if os.path.exists(pin):
+        fd = obj_get(pin)
+        try:
+            if links.link_info(fd).ifindex == c.ifindex:
+                links.link_update(fd, prog_fd)
+                return False
+        finally:
+            os.close(fd)
+        os.unlink(pin)   # the interface was re-created: its old link went with it
+    fd = links.tcx_attach(prog_fd, c.ifindex, hook)
+    try:
+        obj_pin(fd, pin)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _roll_back(st: State, target: Target, moved: list[tuple[str, Hook, str, bool]], prev: Any, mode: str) -> None:
+    """Put every moved link back on the previous version; remove links this load created."""
+    from netc.runtime.libbpf import bpf_obj_get
+
+    base, _ = _paths(target.name)
+    prev_progs: dict[Hook, int] = {}
+    try:
+        if prev is not None:
+            for hook in (Hook.INGRESS, Hook.EGRESS):
+                path = os.path.join(base, f"v{prev.version}", "progs", PROGRAM_FOR_HOOK[hook])
+                if os.path.exists(path):
+                    prev_progs[hook] = bpf_obj_get(path)
+        with target.netns():
+            for container, hook, pin, created in reversed(moved):
+                ifindex = next((c.ifindex for c in target.inventory.containers if c.name == container), None)
+                if created or hook not in prev_progs:
+                    _detach_raw(mode, pin, ifindex, hook)
+                elif mode == "tcx":
+                    fd = bpf_obj_get(pin)
+                    try:
+                        links.link_update(fd, prev_progs[hook])
+                    finally:
+                        os.close(fd)
+                elif ifindex is not None:
+                    links.tc_attach(prev_progs[hook], ifindex, hook, PROGRAM_FOR_HOOK[hook])
+    finally:
+        for fd in prev_progs.values():
+            os.close(fd)
+
+
+def _detach_raw(mode: str, pin: str | None, ifindex: int | None, hook: Hook) -> None:
+    from netc.runtime.libbpf import bpf_obj_get
+
+    if mode == "tc":
+        if ifindex is not None:
+            links.tc_detach(ifindex, hook)
+        return
+    if pin and os.path.exists(pin):
+        try:
+            fd = bpf_obj_get(pin)
+            try:
+                links.link_detach(fd)
+            finally:
+                os.close(fd)
+        except LoadError:
+            pass
+        os.unlink(pin)
+
+
+def _detach(st: State, target: Target, container: str, hook: Hook, mode: str, ifindex: int, pin: str | None) -> None:
+    with target.netns():
+        _detach_raw(mode, pin, ifindex, hook)
+    with st.transaction() as db:
+        db.execute("DELETE FROM attachments WHERE target=? AND container=? AND hook=?",
+                   (target.name, container, hook.value))
+
+
+def _retire_old(st: State, target: str) -> None:
+    base, _ = _paths(target)
+    keep = {v.version for v in st.versions(target) if v.state == "active"}
+    for v in st.versions(target):
+        if v.version not in keep:
+            _rm_pins(os.path.join(base, f"v{v.version}"))
+    # keep the last five retired versions' rows and objects for `netc status` history
+    retired = [v for v in st.versions(target) if v.state == "retired"]
+    for v in retired[:-5]:
+        with st.transaction() as db:
+            db.execute("DELETE FROM versions WHERE target=? AND version=?", (target, v.version))
+        for path in (v.object, v.object.replace(".bpf.o", ".ids.json")):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+# ---------------------------------------------------------------------- crash recovery
+def recover(st: State, target: str) -> list[str]:
+    """Roll back a load that died (its version is still `loading` and nobody holds the lock)."""
+    from netc.runtime.libbpf import bpf_obj_get
+
+    notes: list[str] = []
+    base, links_dir = _paths(target)
+    if os.path.isdir(base):
+        for entry in os.listdir(base):
+            if entry.endswith("_partial"):
+                _rm_pins(os.path.join(base, entry))
+                notes.append(f"removed the unpublished pins {entry}")
+    loading = [v for v in st.versions(target) if v.state == "loading"]
+    if not loading and os.path.isdir(base):
+        known = {f"v{v.version}" for v in st.versions(target)}
+        for entry in os.listdir(base):
+            if entry.startswith("v") and not entry.endswith("_partial") and entry not in known:
+                _rm_pins(os.path.join(base, entry))
+                notes.append(f"removed pins of an unrecorded version {entry}")
+    if not loading:
+        return notes
+    row = st.target(target)
+    mode = row[3] if row else "tcx"
+    prev = st.active(target)
+    inv_ref = row[1] if row else ""
+    node_netns = row[2] if row else None
+    try:
+        inv = reload_inventory(inv_ref) if inv_ref else Inventory()
+    except NetcError:
+        inv = Inventory()
+    tgt = Target(target, inv, inv_ref, node_netns)
+    for v in loading:
+        dead = set(json.loads(v.prog_ids).values())
+        prev_progs: dict[Hook, int] = {}
+        try:
+            if prev is not None:
+                for hook in (Hook.INGRESS, Hook.EGRESS):
+                    path = os.path.join(base, f"v{prev.version}", "progs", PROGRAM_FOR_HOOK[hook])
+                    if os.path.exists(path):
+                        prev_progs[hook] = bpf_obj_get(path)
+            ctx = tgt.netns() if node_netns and _netns_present(node_netns) else nullcontext()
+            with ctx:
+                if mode == "tcx" and os.path.isdir(links_dir):
+                    for entry in sorted(os.listdir(links_dir)):
+                        pin = os.path.join(links_dir, entry)
+                        _, hook = _split_link_entry(entry)
+                        fd = bpf_obj_get(pin)
+                        try:
+                            info = links.link_info(fd)
+                            if info.prog_id not in dead:
+                                continue
+                            if hook in prev_progs and prev is not None and _had_attachment(st, target, entry):
+                                links.link_update(fd, prev_progs[hook])
+                                notes.append(f"moved {entry} back to v{prev.version}")
+                            else:
+                                links.link_detach(fd)
+                                os.unlink(pin)
+                                notes.append(f"removed {entry}, created by the interrupted v{v.version}")
+                        finally:
+                            os.close(fd)
+                elif mode == "tc":
+                    for c in inv.containers:
+                        for hook in (Hook.INGRESS, Hook.EGRESS):
+                            if c.ifindex is None:
+                                continue
+                            pid = links.tc_prog_id(c.ifindex, hook)
+                            if pid in dead:
+                                if hook in prev_progs:
+                                    links.tc_attach(prev_progs[hook], c.ifindex, hook, PROGRAM_FOR_HOOK[hook])
+                                else:
+                                    links.tc_detach(c.ifindex, hook)
+        finally:
+            for fd in prev_progs.values():
+                os.close(fd)
+        _rm_pins(os.path.join(base, f"v{v.version}"))
+        with st.transaction() as db:
+            db.execute("UPDATE versions SET state='interrupted' WHERE target=? AND version=?", (target, v.version))
+            if prev is None:
+                db.execute("DELETE FROM attachments WHERE target=?", (target,))
+        notes.append(f"rolled back the interrupted load of v{v.version}")
+    return notes
+
+
+def _had_attachment(st: State, target: str, entry: str) -> bool:
+    container, hook = _split_link_entry(entry)
+    return any(a.container == container and a.hook == hook.value for a in st.attachments(target))
+
+
+def _netns_present(name: str) -> bool:
+    from netc.runtime.netns import netns_exists
+
+    return netns_exists(name)
+
+
+# ---------------------------------------------------------------------- unload and status
+def unload(target: str, *, wait_s: float = 30.0) -> list[str]:
+    """Detach every link and remove every pin, row and object of a target, whatever state it is in."""
+    check_privileges()
+    ensure_bpffs()
+    done: list[str] = []
+    with exclusive(wait_s=wait_s), State() as st:
+        row = st.target(target)
+        base, links_dir = _paths(target)
+        if row is None and not os.path.isdir(base):
+            raise NetcError(f"nothing is loaded for `{target}`; `netc status` lists what is")
+        mode = row[3] if row else "tcx"
+        node_netns = row[2] if row else None
+        ctx: Any = nullcontext()
+        if node_netns and _netns_present(node_netns):
+            from netc.runtime.netns import in_netns
+
+            ctx = in_netns(node_netns)
+        with ctx:
+            if os.path.isdir(links_dir):
+                for entry in sorted(os.listdir(links_dir)):
+                    _detach_raw("tcx", os.path.join(links_dir, entry), None, _split_link_entry(entry)[1])
+                    done.append(f"detached {entry}")
+            if mode == "tc":
+                for a in st.attachments(target):
+                    links.tc_detach(a.ifindex, Hook(a.hook))
+                    done.append(f"removed the tc filter of {a.container}.{a.hook}")
+        _rm_pins(base)
+        objects = [v.object for v in st.versions(target)]
+        with st.transaction() as db:
+            for table, col in (("attachments", "target"), ("versions", "target"), ("targets", "name")):
+                db.execute(f"DELETE FROM {table} WHERE {col}=?", (target,))
+        for path in objects:
+            for p in (path, path.replace(".bpf.o", ".ids.json")):
+                if os.path.exists(p):
+                    os.unlink(p)
+        done.append(f"removed {base} and the records of `{target}`")
+    return done
+
+
+def status() -> list[dict[str, Any]]:
+    """Every target: its versions, its attachments, and what the kernel actually runs."""
+    from netc.runtime.libbpf import bpf_obj_get
+
+    out: list[dict[str, Any]] = []
+    if not os.path.exists(os.path.join(_state_dir(), "state.db")):
+        return out
+    with State() as st:
+        for name, inv_ref, node_netns, mode in st.targets():
+            versions = st.versions(name)
+            prog_version = {pid: v.version for v in versions for pid in json.loads(v.prog_ids).values()}
+            active = st.active(name)
+            atts = []
+            for a in st.attachments(name):
+                running = None
+                problem = None
+                if a.pin and os.path.exists(a.pin):
+                    try:
+                        fd = bpf_obj_get(a.pin)
+                        try:
+                            running = prog_version.get(links.link_info(fd).prog_id)
+                        finally:
+                            os.close(fd)
+                    except (LoadError, OSError) as exc:
+                        problem = str(exc)
+                elif a.mode == "tcx":
+                    problem = "its pinned link is missing"
+                elif a.mode == "tc":
+                    try:
+                        ctx: Any = nullcontext()
+                        if node_netns and _netns_present(node_netns):
+                            from netc.runtime.netns import in_netns
+
+                            ctx = in_netns(node_netns)
+                        with ctx:
+                            running = prog_version.get(links.tc_prog_id(a.ifindex, Hook(a.hook)) or -1)
+                    except NetcError as exc:
+                        problem = str(exc)
+                atts.append({"container": a.container, "hook": a.hook, "interface": a.interface,
+                             "ifindex": a.ifindex, "mode": a.mode, "version": a.version,
+                             "running_version": running, "since": a.attached_at, "problem": problem})
+            out.append({
+                "target": name, "inventory": inv_ref, "node_netns": node_netns, "mode": mode,
+                "active_version": active.version if active else None,
+                "source": active.source if active else None,
+                "source_sha256": active.source_sha256 if active else None,
+                "loaded_at": active.created_at if active else None,
+                "versions": [{"version": v.version, "state": v.state, "source": v.source,
+                              "created_at": v.created_at} for v in versions],
+                "attachments": atts,
+            })
+    return out
+
+
+def _state_dir() -> str:
+    from netc.runtime.state import state_dir
+
+    return state_dir()
+
+
+# ---------------------------------------------------------------------- inventory changes
+@dataclass
+class SyncReport:
+    target: str
+    version: int
+    written: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    attached: list[str] = field(default_factory=list)
+    detached: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@contextmanager
+def _pinned_maps(target: str, version: int) -> Iterator[dict[str, Any]]:
+    from netc.runtime.libbpf import Map
+
+    base, _ = _paths(target)
+    maps = {n: Map.from_pinned(os.path.join(base, f"v{version}", "maps", n)) for n in MAPS}
+    try:
+        yield maps
+    finally:
+        for m in maps.values():
+            m.close()
+
+
+class Deployment:
+    """The running version of a target, kept in memory so inventory changes apply in milliseconds:
+    the materialization is repeated against the new inventory with the same ids, and only the
+    entries that differ are written (new entries first, then changed, deletions last)."""
+
+    def __init__(self, target: str):
+        from netc.api import read_manifest
+
+        with State() as st:
+            row = st.target(target)
+            active = st.active(target)
+            if row is None or active is None:
+                raise NetcError(f"nothing is loaded for `{target}`")
+            self.target = Target(target, reload_inventory(row[1]), row[1], row[2])
+            self.mode = row[3]
+            self.version = active.version
+            with open(active.object, "rb") as fh:
+                self.object = fh.read()
+            ids_path = active.object.replace(".bpf.o", ".ids.json")
+            with open(ids_path) as fh:
+                self.ids = Ids.from_json(json.load(fh))
+        self.program = Program.from_json(read_manifest(self.object)["ir"])
+        inv, _ = live_inventory(self.target)
+        self.contents = materialize(self.program, inv, self.ids)
+
+    def sync(self, inventory: Inventory | None = None, *, wait_s: float = 30.0) -> SyncReport:
+        from netc.runtime.libbpf import bpf_obj_get, bpf_obj_pin
+
+        t0 = time.perf_counter()
+        if inventory is not None:
+            self.target.inventory = inventory
+        else:
+            self.target.inventory = reload_inventory(self.target.inventory_ref)
+        inv, gone = live_inventory(self.target)
+        new = materialize(self.program, inv, self.ids)
+        report = SyncReport(self.target.name, self.version, skipped=gone)
+        base, _ = _paths(self.target.name)
+        with exclusive(wait_s=wait_s), State() as st:
+            with _pinned_maps(self.target.name, self.version) as maps:
+                # order matters: what a new entry points at exists before the entry does
+                for name in ("netc_rules", "netc_wild", "netc_addrs", "netc_endpoints"):
+                    old_m, new_m = self.contents.maps.get(name, {}), new.maps.get(name, {})
+                    changed = [(k, v) for k, v in new_m.items() if old_m.get(k) != v]
+                    if changed:
+                        maps[name].update_batch(changed)
+                    report.written[name] = len(changed)
+                # attach new containers
+                attached_before = {a.container for a in st.attachments(self.target.name)}
+                with self.target.netns():
+                    for c in inv.containers:
+                        if c.name in attached_before:
+                            continue
+                        for hook in (Hook.INGRESS, Hook.EGRESS):
+                            path = os.path.join(base, f"v{self.version}", "progs", PROGRAM_FOR_HOOK[hook])
+                            pfd = bpf_obj_get(path)
+                            try:
+                                _attach_one(self.mode, pfd, c, hook, _link_pin(self.target.name, c.name, hook),
+                                            bpf_obj_get, bpf_obj_pin)
+                            finally:
+                                os.close(pfd)
+                        report.attached.append(c.name)
+                with st.transaction() as db:
+                    for c in inv.containers:
+                        if c.name in report.attached:
+                            for hook in (Hook.INGRESS, Hook.EGRESS):
+                                db.execute("INSERT OR REPLACE INTO attachments VALUES(?,?,?,?,?,?,?,?,?)",
+                                           (self.target.name, c.name, hook.value, c.interface, c.ifindex,
+                                            self.mode, _link_pin(self.target.name, c.name, hook)
+                                            if self.mode == "tcx" else None, self.version, time.time()))
+                # then deletions, in the reverse order
+                for name in ("netc_endpoints", "netc_addrs", "netc_wild", "netc_rules"):
+                    old_m, new_m = self.contents.maps.get(name, {}), new.maps.get(name, {})
+                    stale = [k for k in old_m if k not in new_m]
+                    for k in stale:
+                        maps[name].delete(k)
+                    report.deleted[name] = len(stale)
+            present = {c.name for c in inv.containers} | {g for g, _ in gone}
+            for a in st.attachments(self.target.name):
+                if a.container not in present:
+                    _detach(st, self.target, a.container, Hook(a.hook), a.mode, a.ifindex, a.pin)
+                    if a.container not in report.detached:
+                        report.detached.append(a.container)
+            ids_path = os.path.join(st.dir, "objects", f"{self.target.name}-v{self.version}.ids.json")
+            with open(ids_path + ".tmp", "w") as fh:
+                json.dump(self.ids.to_json(), fh)
+            os.replace(ids_path + ".tmp", ids_path)
+        self.contents = new
+        report.seconds = time.perf_counter() - t0
+        return report
