@@ -1,35 +1,51 @@
 #!/usr/bin/env bash
-# `make demo`: compile, test and explain examples/quickstart.netp.
+# `make demo`: a lab of containers, a policy loaded onto them, real connections allowed and denied
+# with the rule that decided each, a live atomic update, `netc status`, and the lab torn down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NETC=.venv/bin/netc
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
-say "netc check examples/quickstart.netp"
-$NETC check examples/quickstart.netp
-
-say "netc test examples/quickstart.netp   (the file's test blocks, against the reference semantics)"
-$NETC test examples/quickstart.netp
-
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-say "netc compile examples/quickstart.netp -o quickstart.bpf.o --emit-c quickstart.c"
-$NETC compile examples/quickstart.netp -o "$out/quickstart.bpf.o" --emit-c "$out/quickstart.c"
-echo "generated C: $(wc -l < "$out/quickstart.c") lines; sections:"
-llvm-objdump-16 -h "$out/quickstart.bpf.o" | awk '/tcx|maps|netc/ {print "   ", $2, $3}'
-
-cat > "$out/inventory.yaml" <<'INV'
-containers:
-  - {name: web-1, addresses: [10.0.1.5, "fd00::1:5"], labels: {app: web}}
-  - {name: api-1, addresses: [10.0.2.5, "fd00::2:5"], labels: {app: api}}
-  - {name: db-1,  addresses: [10.0.3.5, "fd00::3:5"], labels: {app: db}}
-INV
-for pkt in "tcp 203.0.113.66:40000 -> web-1:443" "tcp web-1 -> db-1:5432" "tcp api-1 -> db-1:5432"; do
-  say "netc explain --packet \"$pkt\""
-  $NETC explain examples/quickstart.netp --inventory "$out/inventory.yaml" --packet "$pkt"
-done
-
-if [ "$(id -u)" = 0 ]; then
-  say "netc test --kernel examples/quickstart.netp   (the same expectations under BPF_PROG_TEST_RUN)"
-  $NETC test --kernel examples/quickstart.netp | tail -n 3
+NETC=".venv/bin/netc"
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ "$(id -u)" != 0 ]; then
+  echo "make demo loads BPF programs and creates network namespaces: run it as root" >&2
+  exit 1
 fi
+
+bold "netc check / test the policy, offline"
+$NETC check examples/quickstart.netp
+$NETC test examples/quickstart.netp | tail -n 1
+
+bold "netc lab up examples/lab.yaml   (network namespaces standing in for containers)"
+LAB=$($NETC lab up examples/lab.yaml | sed -n 1p)
+INV=$($NETC lab inventory "$LAB")
+cleanup() { $NETC unload "$LAB" >/dev/null 2>&1 || true; $NETC lab down "$LAB" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+probe() {  # probe FILE FROM TO PORT: a real TCP connection, and the rule that explains it
+  local file=$1 from=$2 to=$3 port=$4 result why
+  result=$($NETC lab probe "$LAB" "$from" "$to" "$port" --timeout 0.5 || true)
+  why=$($NETC explain "$file" --inventory "$INV" --packet "tcp $from -> $to:$port" --brief)
+  printf '  %-9s -> %-6s :%-5s %-10s %s\n' "$from" "$to" "$port" "$result" "$why"
+}
+probes() {
+  probe "$1" client-1 web-1 443
+  probe "$1" client-1 web-1 22
+  probe "$1" api-1 db-1 5432
+  probe "$1" web-1 db-1 5432
+  probe "$1" client-1 db-1 5432
+}
+
+bold "netc load examples/quickstart.netp --lab $LAB"
+$NETC load examples/quickstart.netp --lab "$LAB"
+probes examples/quickstart.netp
+
+bold "live update: netc load examples/quickstart-update.netp (each link swaps program in one step)"
+$NETC load examples/quickstart-update.netp --lab "$LAB"
+probes examples/quickstart-update.netp
+
+bold "netc status"
+$NETC status
+
+bold "netc unload and lab down"
+$NETC unload "$LAB" | tail -n 1
+$NETC lab down "$LAB"
+trap - EXIT

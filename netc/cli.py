@@ -184,8 +184,9 @@ def test(files: tuple[str, ...], inventory: str | None, kernel: bool, as_json: b
 @click.option("--packet", required=True, help='e.g. "tcp 10.1.1.1:40000 -> 10.0.0.5:443"; container names work too.')
 @click.option("--inventory", type=click.Path(exists=True, dir_okay=False), help="The containers (YAML or JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.option("--brief", is_flag=True, help="One line: the verdict and the deciding rule's file:line.")
 @_guard
-def explain(file: str | None, packet: str, inventory: str | None, as_json: bool) -> None:
+def explain(file: str | None, packet: str, inventory: str | None, as_json: bool, brief: bool) -> None:
     """Explain the verdict for one packet: the deciding rule and why the others did not decide."""
     if file is None:
         raise UsageError("explain needs a FILE (explaining from the live maps comes with `--live`)")
@@ -204,6 +205,16 @@ def explain(file: str | None, packet: str, inventory: str | None, as_json: bool)
     v = evaluate(res.program, inv, pkt)
     if as_json:
         click.echo(json.dumps(_verdict_json(v), indent=2))
+        sys.exit(0)
+    if brief:
+        d = v.deciding
+        if d is None:
+            why = v.note
+        elif d.rule is not None:
+            why = f"{d.rule.location} `{d.rule.text}` ({d.endpoint.name} {d.direction.value})"
+        else:
+            why = f"{d.reason.value} ({d.endpoint.name} {d.direction.value})"
+        click.echo(f"{'allow' if v.allowed else 'deny'}: {why}")
         sys.exit(0)
     word = click.style("ALLOW", fg="green", bold=True) if v.allowed else click.style("DENY", fg="red", bold=True)
     click.echo(f"{word}  {v.original}")
