@@ -475,5 +475,27 @@ def bench_compile(n: int, as_json: bool, seed: int) -> None:
 
 main.add_command(__import__("netc.runtime.lab_cli", fromlist=["lab"]).lab)  # `netc lab`: netc/runtime/lab_cli.py
 
+@bench.command("load")
+@click.option("--rules", "n", type=int, default=10000, show_default=True)
+@click.option("--containers", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_guard
+def bench_load(n: int, containers: int, as_json: bool) -> None:
+    """Wall time to materialize and load N rules onto C lab containers, and to add one container.
+
+    Needs root: it makes a lab, loads, measures, and removes everything it made.
+    """
+    from netc.bench.load import run as run_load
+    from netc.runtime.loader import check_privileges
+
+    check_privileges()
+    result = run_load(n, containers)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for k, v in result.items():
+        click.echo(f"{k:<22} {v}")
+
+
 def run() -> None:  # console entry for `python -m netc`
     main()
