@@ -38,7 +38,7 @@ from netc.ir.nodes import Program
 from netc.runtime import links
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.links import Hook
-from netc.runtime.materialize import Contents, Ids, materialize
+from netc.runtime.materialize import Contents, Ids, Materializer, materialize
 from netc.runtime.state import State, bpffs_root, exclusive
 
 PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_container"}
@@ -135,10 +135,10 @@ def reload_inventory(ref: str) -> Inventory:
 
 def _current_ifindexes(target: Target) -> dict[str, int]:
     """Host-side interface name → ifindex, as the node namespace sees it now."""
-    from pyroute2 import IPRoute
+    import socket
 
-    with target.netns(), IPRoute() as ipr:
-        return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+    with target.netns():   # if_nameindex asks the kernel of the calling thread's namespace
+        return {name: idx for idx, name in socket.if_nameindex()}
 
 
 def live_inventory(target: Target) -> tuple[Inventory, list[tuple[str, str]]]:
@@ -672,6 +672,40 @@ class SyncReport:
     seconds: float = 0.0
 
 
+def _groups(c: Contents, name: str) -> dict[Any, dict[bytes, bytes]] | None:
+    return c.pairs if name == "netc_rules" else c.wild_pairs if name == "netc_wild" else None  # type: ignore[return-value]
+
+
+def _changed(old: Contents, new: Contents, name: str) -> list[tuple[bytes, bytes]]:
+    """Entries to write: the verdict tables compare by (policy set, atom) group, which is what an
+    inventory change adds or removes; the small maps compare entry by entry."""
+    og, ng = _groups(old, name), _groups(new, name)
+    if og is not None and ng is not None:
+        out: list[tuple[bytes, bytes]] = []
+        for key, entries in ng.items():
+            before = og.get(key)
+            if before is entries:
+                continue
+            out.extend((k, v) for k, v in entries.items() if before is None or before.get(k) != v)
+        return out
+    old_m, new_m = old.maps.get(name, {}), new.maps.get(name, {})
+    return [(k, v) for k, v in new_m.items() if old_m.get(k) != v]
+
+
+def _stale(old: Contents, new: Contents, name: str) -> list[bytes]:
+    og, ng = _groups(old, name), _groups(new, name)
+    if og is not None and ng is not None:
+        out: list[bytes] = []
+        for key, entries in og.items():
+            after = ng.get(key)
+            if after is entries:
+                continue
+            out.extend(k for k in entries if after is None or k not in after)
+        return out
+    old_m, new_m = old.maps.get(name, {}), new.maps.get(name, {})
+    return [k for k in old_m if k not in new_m]
+
+
 @contextmanager
 def _pinned_maps(target: str, version: int) -> Iterator[dict[str, Any]]:
     from netc.runtime.libbpf import Map
@@ -707,8 +741,9 @@ class Deployment:
             with open(ids_path) as fh:
                 self.ids = Ids.from_json(json.load(fh))
         self.program = Program.from_json(read_manifest(self.object)["ir"])
+        self.materializer = Materializer(self.program)
         inv, _ = live_inventory(self.target)
-        self.contents = materialize(self.program, inv, self.ids)
+        self.contents = self.materializer.run(inv, self.ids)
 
     def sync(self, inventory: Inventory | None = None, *, wait_s: float = 30.0) -> SyncReport:
         from netc.runtime.libbpf import bpf_obj_get, bpf_obj_pin
@@ -719,15 +754,14 @@ class Deployment:
         else:
             self.target.inventory = reload_inventory(self.target.inventory_ref)
         inv, gone = live_inventory(self.target)
-        new = materialize(self.program, inv, self.ids)
+        new = self.materializer.run(inv, self.ids, previous=self.contents)
         report = SyncReport(self.target.name, self.version, skipped=gone)
         base, _ = _paths(self.target.name)
         with exclusive(wait_s=wait_s), State() as st:
             with _pinned_maps(self.target.name, self.version) as maps:
                 # order matters: what a new entry points at exists before the entry does
                 for name in ("netc_rules", "netc_wild", "netc_addrs", "netc_endpoints"):
-                    old_m, new_m = self.contents.maps.get(name, {}), new.maps.get(name, {})
-                    changed = [(k, v) for k, v in new_m.items() if old_m.get(k) != v]
+                    changed = _changed(self.contents, new, name)
                     if changed:
                         maps[name].update_batch(changed)
                     report.written[name] = len(changed)
@@ -756,8 +790,7 @@ class Deployment:
                                             if self.mode == "tcx" else None, self.version, time.time()))
                 # then deletions, in the reverse order
                 for name in ("netc_endpoints", "netc_addrs", "netc_wild", "netc_rules"):
-                    old_m, new_m = self.contents.maps.get(name, {}), new.maps.get(name, {})
-                    stale = [k for k in old_m if k not in new_m]
+                    stale = _stale(self.contents, new, name)
                     for k in stale:
                         maps[name].delete(k)
                     report.deleted[name] = len(stale)
@@ -767,10 +800,12 @@ class Deployment:
                     _detach(st, self.target, a.container, Hook(a.hook), a.mode, a.ifindex, a.pin)
                     if a.container not in report.detached:
                         report.detached.append(a.container)
-            ids_path = os.path.join(st.dir, "objects", f"{self.target.name}-v{self.version}.ids.json")
-            with open(ids_path + ".tmp", "w") as fh:
-                json.dump(self.ids.to_json(), fh)
-            os.replace(ids_path + ".tmp", ids_path)
+            if self.ids.dirty:
+                ids_path = os.path.join(st.dir, "objects", f"{self.target.name}-v{self.version}.ids.json")
+                with open(ids_path + ".tmp", "w") as fh:
+                    json.dump(self.ids.to_json(), fh)
+                os.replace(ids_path + ".tmp", ids_path)
+                self.ids.dirty = False
         self.contents = new
         report.seconds = time.perf_counter() - t0
         return report

@@ -46,18 +46,23 @@ class Ids:
 
     psets: dict[str, int] = field(default_factory=dict)    # "name,name" -> id
     atoms: dict[str, int] = field(default_factory=dict)    # "sid,sid|identity" -> id
+    _next: dict[str, int] = field(default_factory=dict, repr=False)
+    dirty: bool = field(default=False, repr=False)   # a new id was handed out since it was saved
+
+    def _alloc(self, table: dict[str, int], kind: str, key: str) -> int:
+        got = table.get(key)
+        if got is None:
+            got = self._next.get(kind) or max(table.values(), default=0) + 1
+            table[key] = got
+            self._next[kind] = got + 1
+            self.dirty = True
+        return got
 
     def pset(self, names: frozenset[str]) -> int:
-        key = ",".join(sorted(names))
-        if key not in self.psets:
-            self.psets[key] = max(self.psets.values(), default=0) + 1
-        return self.psets[key]
+        return self._alloc(self.psets, "p", ",".join(sorted(names)))
 
     def atom(self, sig: tuple[tuple[int, ...], tuple[str, ...]]) -> int:
-        key = ",".join(map(str, sig[0])) + "|" + "\x1f".join(sig[1])
-        if key not in self.atoms:
-            self.atoms[key] = max(self.atoms.values(), default=0) + 1
-        return self.atoms[key]
+        return self._alloc(self.atoms, "a", ",".join(map(str, sig[0])) + "|" + "\x1f".join(sig[1]))
 
     def to_json(self) -> dict[str, dict[str, int]]:
         return {"psets": self.psets, "atoms": self.atoms}
@@ -76,6 +81,11 @@ class Contents:
     endpoint_psets: dict[str, int] = field(default_factory=dict)       # container → pset id
     atoms: int = 0
     ids: Ids = field(default_factory=Ids)
+    # the verdict-table entries of each (pset, direction, atom) and each (pset, direction), so an
+    # inventory change can tell which groups of entries appeared or went without comparing all
+    pairs: dict[tuple[int, int, int], dict[bytes, bytes]] = field(default_factory=dict)
+    wild_pairs: dict[tuple[int, int], dict[bytes, bytes]] = field(default_factory=dict)
+    atom_sigs: dict[int, tuple[tuple[int, ...], tuple[str, ...]]] = field(default_factory=dict)
 
     def entries(self) -> int:
         return sum(len(m) for m in self.maps.values())
@@ -138,81 +148,46 @@ def _verdict(rule: Rule, order: dict[int, int]) -> bytes:
     return abi.verdict(_rank(rule, order), rule.id, action, abi.VERDICT_LOG if rule.log else 0)
 
 
-class _Atoms:
-    """Elementary address intervals → atom ids, for one address family."""
-
-    def __init__(self) -> None:
-        self.cuts: dict[int, set[int]] = {4: {0}, 6: {0}}
-
-    def add(self, version: int, lo: int, hi: int) -> None:
-        self.cuts[version].add(lo)
-        self.cuts[version].add(hi + 1)
+Sig = tuple[tuple[int, ...], tuple[str, ...]]
 
 
-def materialize(program: Program, inv: Inventory, ids: Ids | None = None) -> Contents:
-    """The map contents; pass the Ids of the previous materialization of the same version to keep
-    every unchanged entry byte for byte."""
-    out = Contents(ids=ids if ids is not None else Ids())
-    rules_by_dir: dict[str, list[Rule]] = {}
-    order = {r.id: i for i, r in enumerate(program.rules)}   # ties go to the rule written first
-    policies = list(program.policies)
+@dataclass
+class _PsetRules:
+    """One policy set's rules of one direction, indexed for atoms."""
 
-    # ---------------------------------------------------------------- endpoints and policy sets
-    pset_of: dict[str, frozenset[str]] = {}
-    for c in inv.containers:
-        pset_of[c.name] = frozenset(p.name for p in policies if p.selector.matches(c.labels))
-    for names in sorted(set(pset_of.values()), key=lambda s: sorted(s)):
-        out.psets[names] = out.ids.pset(names)
-    endpoints: dict[bytes, bytes] = {}
-    for i, c in enumerate(inv.containers):
-        pid = out.psets[pset_of[c.name]]
-        out.endpoint_psets[c.name] = pid
-        if c.ifindex is None:
-            continue
-        iso, deny = _isolation(program, pset_of[c.name])
-        endpoints[c.ifindex.to_bytes(4, "little")] = abi.endpoint(pid, i + 1, iso, deny)
-    out.maps["netc_endpoints"] = endpoints
+    rules: list[Rule]
+    by_sid: dict[int, list[Rule]]
+    with_selectors: list[Rule]
+    rank_of: dict[int, int]
+    selector_hits: dict[tuple[str, ...], list[Rule]] = field(default_factory=dict)
 
-    # ---------------------------------------------------------------- atoms
-    addr_sets: list[AddrSet] = []
-    set_index: dict[AddrSet, int] = {}
-    for r in program.rules:
-        if r.action is Action.AUDIT or r.peer.any:
-            continue
-        if not r.peer.addrs.is_empty() and r.peer.addrs not in set_index:
-            set_index[r.peer.addrs] = len(addr_sets)
-            addr_sets.append(r.peer.addrs)
-    identity_of: dict[tuple[int, int], tuple[str, ...]] = {}   # (version, address) → identity key
-    for c in inv.containers:
-        ident = ("c",) + tuple(sorted(f"{k}={v}" for k, v in c.labels.items()))
-        for a in c.addresses:
-            v, x = _addr(a)
-            identity_of[(v, x)] = ident
-    for h in inv.host_addresses:
-        v, x = _addr(h)
-        identity_of.setdefault((v, x), ("host",))
-    labels_of_identity: dict[tuple[str, ...], dict[str, str]] = {}
-    for c in inv.containers:
-        ident = ("c",) + tuple(sorted(f"{k}={v}" for k, v in c.labels.items()))
-        labels_of_identity[ident] = c.labels
 
-    # Regions come from the address sets alone; each container or host address is then one more
-    # specific entry (/32, /128) on top, so adding a container never rewrites a region's prefixes.
-    atom_sig: dict[int, tuple[tuple[int, ...], tuple[str, ...]]] = {}
-    addrs_map: dict[bytes, bytes] = {}
+class Materializer:
+    """Everything about a program that does not depend on the inventory, computed once; run() then
+    materializes against an inventory, reusing every (policy set, atom) table computed before."""
 
-    def emit(version: int, width: int, lo: int, hi: int, atom: int, klass: int) -> None:
-        info = abi.ADDR_INFO.pack(atom, klass)
-        for value, plen in interval_to_prefixes(lo, hi, width):
-            if version == 4:
-                key = abi.ADDR_KEY.pack(plen + 96, (V4_MAPPED | value).to_bytes(16, "big"))
-            else:
-                key = abi.ADDR_KEY.pack(plen, value.to_bytes(16, "big"))
-            addrs_map[key] = info
+    def __init__(self, program: Program):
+        self.program = program
+        self.order = {r.id: i for i, r in enumerate(program.rules)}   # ties go to the rule written first
+        self.by_policy = {p.name: p for p in program.policies}
+        self.addr_sets: list[AddrSet] = []
+        self.set_index: dict[AddrSet, int] = {}
+        for r in program.rules:
+            if r.action is Action.AUDIT or r.peer.any or r.peer.addrs.is_empty():
+                continue
+            if r.peer.addrs not in self.set_index:
+                self.set_index[r.peer.addrs] = len(self.addr_sets)
+                self.addr_sets.append(r.peer.addrs)
+        self.regions = {4: self._regions(4, 32), 6: self._regions(6, 128)}
+        self.starts = {v: [r[0] for r in self.regions[v]] for v in (4, 6)}
+        self._pset_rules: dict[tuple[frozenset[str], Direction], _PsetRules] = {}
+        self._regions_for: tuple[Ids, dict[int, Sig], dict[bytes, bytes]] | None = None
+        self._pair_cache: dict[tuple[frozenset[str], Direction, Sig, int, int], dict[bytes, bytes]] = {}
 
-    for version, width in ((4, 32), (6, 128)):
-        events: dict[int, list[tuple[int, int]]] = defaultdict(list)  # point → [(+1/-1, set id)]
-        for sid, aset in enumerate(addr_sets):
+    def _regions(self, version: int, width: int) -> list[tuple[int, int, tuple[int, ...]]]:
+        """Elementary address intervals with the address sets that contain them (a sweep)."""
+        events: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for sid, aset in enumerate(self.addr_sets):
             for lo, hi in (aset.v4 if version == 4 else aset.v6):
                 events[lo].append((1, sid))
                 events[hi + 1].append((-1, sid))
@@ -234,77 +209,205 @@ def materialize(program: Program, inv: Inventory, ids: Ids | None = None) -> Con
                 regions[-1] = (regions[-1][0], hi, sids)
             else:
                 regions.append((lo, hi, sids))
-        for lo, hi, sids in regions:
-            sig: tuple[tuple[int, ...], tuple[str, ...]] = (sids, ("world",))
-            atom = out.ids.atom(sig)
-            atom_sig[atom] = sig
-            emit(version, width, lo, hi, atom, abi.CLASS_WORLD)
-        starts = [r[0] for r in regions]
-        for (v, x), ident in sorted(identity_of.items()):
-            if v != version:
+        return regions
+
+    def region_of(self, version: int, x: int) -> tuple[int, ...]:
+        j = bisect.bisect_right(self.starts[version], x) - 1
+        regions = self.regions[version]
+        return regions[j][2] if j >= 0 and regions[j][1] >= x else ()
+
+    def pset_rules(self, names: frozenset[str], d: Direction) -> _PsetRules:
+        key = (names, d)
+        got = self._pset_rules.get(key)
+        if got is None:
+            rules = [r for n in sorted(names) for r in self.by_policy[n].rules
+                     if r.direction is d and r.action is not Action.AUDIT]
+            rules.sort(key=lambda r: _rank(r, self.order), reverse=True)
+            by_sid: dict[int, list[Rule]] = defaultdict(list)
+            with_selectors: list[Rule] = []
+            for r in rules:
+                if r.peer.any:
+                    continue
+                if not r.peer.addrs.is_empty():
+                    by_sid[self.set_index[r.peer.addrs]].append(r)
+                if r.peer.selectors:
+                    with_selectors.append(r)
+            got = _PsetRules(rules, by_sid, with_selectors, {r.id: i for i, r in enumerate(rules)})
+            self._pset_rules[key] = got
+        return got
+
+    def _atom_rules(self, pr: _PsetRules, sig: Sig, labels: dict[str, str] | None) -> list[Rule]:
+        sids, ident = sig
+        found: dict[int, Rule] = {}
+        for sid in sids:
+            for r in pr.by_sid.get(sid, ()):
+                found[r.id] = r
+        if labels is not None and pr.with_selectors:
+            hits = pr.selector_hits.get(ident)
+            if hits is None:
+                hits = [r for r in pr.with_selectors if any(x.matches(labels) for x in r.peer.selectors)]
+                pr.selector_hits[ident] = hits
+            for r in hits:
+                found[r.id] = r
+        return sorted(found.values(), key=lambda r: pr.rank_of[r.id])
+
+    def pair_entries(self, names: frozenset[str], pid: int, d: Direction, atom: int, sig: Sig,
+                     labels: dict[str, str] | None) -> dict[bytes, bytes]:
+        """netc_rules entries of one (policy set, direction, atom)."""
+        ck = (names, d, sig, pid, atom)
+        cached = self._pair_cache.get(ck)
+        if cached is not None:
+            return cached
+        out: dict[bytes, bytes] = {}
+        pr = self.pset_rules(names, d)
+        ar = self._atom_rules(pr, sig, labels)
+        if ar:
+            _fill(out, ar, self.order, lambda proto, frag, port, bits:
+                  abi.rule_key(pid, atom, d.abi | (FRAG if frag else 0), proto, port, bits))
+        self._pair_cache[ck] = out
+        return out
+
+    def wild_entries(self, names: frozenset[str], pid: int, d: Direction) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        pr = self.pset_rules(names, d)
+        for klass in (abi.CLASS_WORLD, abi.CLASS_HOST, abi.CLASS_CONTAINER):
+            wr = [r for r in pr.rules if _class_match(r.peer, klass)]
+            _fill(out, wr, self.order, lambda proto, frag, port, bits, k=klass:
+                  abi.wild_key(pid, d.abi | (FRAG if frag else 0), k, proto, port, bits))
+        return out
+
+    def run(self, inv: Inventory, ids: Ids | None = None, previous: Contents | None = None) -> Contents:
+        """The map contents for an inventory. With `previous` (same program, same ids), groups of
+        entries whose policy set and atom did not change are taken over as they are."""
+        program = self.program
+        out = Contents(ids=ids if ids is not None else Ids())
+
+        # ------------------------------------------------------------ endpoints and policy sets
+        pset_of: dict[str, frozenset[str]] = {}
+        for c in inv.containers:
+            pset_of[c.name] = frozenset(p.name for p in program.policies if p.selector.matches(c.labels))
+        for names in sorted(set(pset_of.values()), key=lambda x: sorted(x)):
+            out.psets[names] = out.ids.pset(names)
+        endpoints: dict[bytes, bytes] = {}
+        for i, c in enumerate(inv.containers):
+            pid = out.psets[pset_of[c.name]]
+            out.endpoint_psets[c.name] = pid
+            if c.ifindex is None:
                 continue
-            j = bisect.bisect_right(starts, x) - 1
-            sids = regions[j][2] if j >= 0 and regions[j][1] >= x else ()
-            sig = (sids, ident)
+            iso, deny = _isolation(program, pset_of[c.name])
+            endpoints[c.ifindex.to_bytes(4, "little")] = abi.endpoint(pid, i + 1, iso, deny)
+        out.maps["netc_endpoints"] = endpoints
+
+        # ------------------------------------------------------------ atoms
+        # Regions come from the address sets alone; each container or host address is then one
+        # more specific entry (/32, /128) on top, so a new container never rewrites a region.
+        identity_of: dict[tuple[int, int], tuple[str, ...]] = {}
+        labels_of_identity: dict[tuple[str, ...], dict[str, str]] = {}
+        for c in inv.containers:
+            ident = ("c",) + tuple(sorted(f"{k}={v}" for k, v in c.labels.items()))
+            labels_of_identity[ident] = c.labels
+            for a in c.addresses:
+                identity_of[_addr(a)] = ident
+        for h in inv.host_addresses:
+            identity_of.setdefault(_addr(h), ("host",))
+        if self._regions_for is None or self._regions_for[0] is not out.ids:
+            region_sigs: dict[int, Sig] = {}
+            region_addrs: dict[bytes, bytes] = {}
+            for version, width in ((4, 32), (6, 128)):
+                for lo, hi, sids in self.regions[version]:
+                    rsig: Sig = (sids, ("world",))
+                    atom = out.ids.atom(rsig)
+                    region_sigs[atom] = rsig
+                    _emit_addr(region_addrs, version, width, lo, hi, atom, abi.CLASS_WORLD)
+            self._regions_for = (out.ids, region_sigs, region_addrs)
+        atom_sig: dict[int, Sig] = dict(self._regions_for[1])
+        addrs_map: dict[bytes, bytes] = dict(self._regions_for[2])
+        for (version, x), ident in sorted(identity_of.items()):
+            sig: Sig = (self.region_of(version, x), ident)
             atom = out.ids.atom(sig)
             atom_sig[atom] = sig
             klass = abi.CLASS_CONTAINER if ident[0] == "c" else abi.CLASS_HOST
-            emit(version, width, x, x, atom, klass)
-    out.maps["netc_addrs"] = addrs_map
-    out.atoms = len(atom_sig) + 1
+            _emit_addr(addrs_map, version, 32 if version == 4 else 128, x, x, atom, klass)
+        out.maps["netc_addrs"] = addrs_map
+        out.atoms = len(atom_sig) + 1
 
-    # ---------------------------------------------------------------- verdict tables
-    rules_map: dict[bytes, bytes] = {}
-    wild_map: dict[bytes, bytes] = {}
-    by_policy = {p.name: p for p in policies}
-    for names, pid in out.psets.items():
-        for d in Direction:
-            key = f"{pid}:{d.value}"
-            rules = [r for n in sorted(names) for r in by_policy[n].rules
-                     if r.direction is d and r.action is not Action.AUDIT]
-            rules.sort(key=lambda r: _rank(r, order), reverse=True)
-            rules_by_dir[key] = rules
-            if not rules:
-                continue
-            # wildcard peers, by identity class
-            for klass in (abi.CLASS_WORLD, abi.CLASS_HOST, abi.CLASS_CONTAINER):
-                wr = [r for r in rules if _class_match(r.peer, klass)]
-                _fill(wild_map, wr, order, lambda proto, frag, port, bits, k=klass, p=pid, dd=d.abi:
-                      abi.wild_key(p, dd | (FRAG if frag else 0), k, proto, port, bits))
-            # atom-specific peers: index rules by the address sets they name, so each atom only
-            # looks at the rules that can match it (10,000 rules x 9,000 atoms must not be a product)
-            specific = [r for r in rules if not r.peer.any and (not r.peer.addrs.is_empty() or r.peer.selectors)]
-            if not specific:
-                continue
-            by_sid: dict[int, list[Rule]] = defaultdict(list)
-            with_selectors: list[Rule] = []
-            for r in specific:
-                if not r.peer.addrs.is_empty():
-                    by_sid[set_index[r.peer.addrs]].append(r)
-                if r.peer.selectors:
-                    with_selectors.append(r)
-            rank_of = {r.id: i for i, r in enumerate(rules)}   # rules are sorted best first
-            selector_hits: dict[tuple[str, ...], list[Rule]] = {}
-            for atom, (sids, ident) in sorted(atom_sig.items()):
-                found: dict[int, Rule] = {}
-                for sid in sids:
-                    for r in by_sid.get(sid, ()):
-                        found[r.id] = r
-                if ident[0] == "c" and with_selectors:
-                    hits = selector_hits.get(ident)
-                    if hits is None:
-                        labels = labels_of_identity[ident]
-                        hits = [r for r in with_selectors if any(x.matches(labels) for x in r.peer.selectors)]
-                        selector_hits[ident] = hits
-                    for r in hits:
-                        found[r.id] = r
-                if found:
-                    ar = sorted(found.values(), key=lambda r: rank_of[r.id])
-                    _fill(rules_map, ar, order, lambda proto, frag, port, bits, a=atom, p=pid, dd=d.abi:
-                          abi.rule_key(p, a, dd | (FRAG if frag else 0), proto, port, bits))
-    out.maps["netc_rules"] = rules_map
-    out.maps["netc_wild"] = wild_map
-    return out
+        # ------------------------------------------------------------ verdict tables
+        out.atom_sigs = atom_sig
+        psets = {pid: names for names, pid in out.psets.items()}
+        if previous is not None and previous.ids is out.ids and previous.atom_sigs:
+            self._verdicts_incremental(out, psets, labels_of_identity, previous)
+        else:
+            self._verdicts(out, psets, labels_of_identity, psets.keys(), atom_sig.keys())
+            out.maps["netc_rules"] = {k: v for g in out.pairs.values() for k, v in g.items()}
+            out.maps["netc_wild"] = {k: v for g in out.wild_pairs.values() for k, v in g.items()}
+        return out
+
+    def _verdicts(self, out: Contents, psets: dict[int, frozenset[str]],
+                  labels_of_identity: dict[tuple[str, ...], dict[str, str]],
+                  pids: Iterable[int], atoms: Iterable[int]) -> None:
+        """Compute the groups of entries for every pset in `pids` × atom in `atoms`."""
+        atoms = list(atoms)
+        for pid in pids:
+            names = psets[pid]
+            for d in Direction:
+                if not self.pset_rules(names, d).rules:
+                    continue
+                if (pid, d.abi) not in out.wild_pairs:
+                    out.wild_pairs[(pid, d.abi)] = self.wild_entries(names, pid, d)
+                for atom in atoms:
+                    sig = out.atom_sigs[atom]
+                    ident = sig[1]
+                    labels = labels_of_identity.get(ident) if ident[0] == "c" else None
+                    out.pairs[(pid, d.abi, atom)] = self.pair_entries(names, pid, d, atom, sig, labels)
+
+    def _verdicts_incremental(self, out: Contents, psets: dict[int, frozenset[str]],
+                              labels_of_identity: dict[tuple[str, ...], dict[str, str]],
+                              previous: Contents) -> None:
+        """Keep the groups of every (pset, atom) both runs have; compute only the new ones."""
+        old_pids = {pid for pid in previous.psets.values()}
+        new_pids, new_atoms = set(psets), set(out.atom_sigs)
+        rules_map = dict(previous.maps.get("netc_rules", {}))
+        wild_map = dict(previous.maps.get("netc_wild", {}))
+        for key, group in previous.pairs.items():
+            if key[0] in new_pids and key[2] in new_atoms:
+                out.pairs[key] = group
+            else:
+                for k in group:
+                    rules_map.pop(k, None)
+        for wkey, group in previous.wild_pairs.items():
+            if wkey[0] in new_pids:
+                out.wild_pairs[wkey] = group
+            else:
+                for k in group:
+                    wild_map.pop(k, None)
+        added_atoms = new_atoms - set(previous.atom_sigs)
+        added_pids = new_pids - old_pids
+        before = set(out.pairs), set(out.wild_pairs)
+        self._verdicts(out, psets, labels_of_identity, added_pids, new_atoms)
+        self._verdicts(out, psets, labels_of_identity, new_pids - added_pids, added_atoms)
+        for key in set(out.pairs) - before[0]:
+            rules_map.update(out.pairs[key])
+        for wkey in set(out.wild_pairs) - before[1]:
+            wild_map.update(out.wild_pairs[wkey])
+        out.maps["netc_rules"] = rules_map
+        out.maps["netc_wild"] = wild_map
+
+
+def materialize(program: Program, inv: Inventory, ids: Ids | None = None) -> Contents:
+    """The map contents; pass the Ids of the previous materialization of the same version to keep
+    every unchanged entry byte for byte."""
+    return Materializer(program).run(inv, ids)
+
+
+def _emit_addr(target: dict[bytes, bytes], version: int, width: int, lo: int, hi: int, atom: int,
+               klass: int) -> None:
+    info = abi.ADDR_INFO.pack(atom, klass)
+    for value, plen in interval_to_prefixes(lo, hi, width):
+        if version == 4:
+            key = abi.ADDR_KEY.pack(plen + 96, (V4_MAPPED | value).to_bytes(16, "big"))
+        else:
+            key = abi.ADDR_KEY.pack(plen, value.to_bytes(16, "big"))
+        target[key] = info
 
 
 def _fill(target: dict[bytes, bytes], rules: list[Rule], order: dict[int, int], make_key) -> None:  # type: ignore[no-untyped-def]
