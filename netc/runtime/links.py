@@ -1,7 +1,8 @@
 """Attach programs to interfaces: tcx links (kernel ≥ 6.6), or tc clsact filters where tcx is missing.
 
-One small function per hook, as cilium/ebpf's link package does. tcx is used through the raw
-bpf(2) syscall because Debian's libbpf 1.1 predates its helpers (attach types 46/47). A tcx link
+One small function per hook, as cilium/ebpf's link package does. Links are made with libbpf's
+generic bpf_link_create/bpf_link_update/bpf_link_detach: Debian's libbpf 1.1 predates the tcx
+helpers but passes attach types 46/47 (tcx) and 37 (XDP) through to the kernel. A tcx link
 dies with its fd unless pinned, so links are pinned under bpffs; replacing the program of a
 link (BPF_LINK_UPDATE) is atomic: a packet sees the old program or the new one, never neither.
 
@@ -23,9 +24,6 @@ from netc.errors import AttachError, NotSupportedError
 
 _SYS_BPF = 321
 BPF_OBJ_GET_INFO_BY_FD = 15
-BPF_LINK_CREATE = 28
-BPF_LINK_UPDATE = 29
-BPF_LINK_DETACH = 34
 BPF_TCX_INGRESS = 46
 BPF_TCX_EGRESS = 47
 
@@ -68,36 +66,71 @@ def _put32(attr: ctypes.Array[ctypes.c_uint8], offset: int, value: int) -> None:
     ctypes.memmove(ctypes.addressof(attr) + offset, value.to_bytes(4, "little"), 4)
 
 
+BPF_XDP = 37
+XDP_FLAGS_SKB_MODE = 1 << 1
+
+
+@functools.cache
+def _libbpf() -> ctypes.CDLL:
+    from netc.runtime.libbpf import lib
+
+    bpf = lib()
+    for name, args in (("bpf_link_create", [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]),
+                       ("bpf_link_update", [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]),
+                       ("bpf_link_detach", [ctypes.c_int])):
+        fn = getattr(bpf, name)
+        fn.restype = ctypes.c_int
+        fn.argtypes = args
+    return bpf
+
+
+def _call(fn: str, *args: object) -> int:
+    ctypes.set_errno(0)
+    ret = getattr(_libbpf(), fn)(*args)
+    if ret < 0:
+        err = -ret if ret < -1 else (ctypes.get_errno() or 1)
+        raise OSError(err, os.strerror(err))
+    return int(ret)
+
+
 def tcx_attach(prog_fd: int, ifindex: int, hook: Hook) -> int:
     """Create a tcx link (in the caller's network namespace); returns the link fd."""
-    attr = _attr()
-    _put32(attr, 0, prog_fd)
-    _put32(attr, 4, ifindex)
-    _put32(attr, 8, hook.tcx_type)
     try:
-        return _bpf(BPF_LINK_CREATE, attr)
+        return _call("bpf_link_create", prog_fd, ifindex, hook.tcx_type, None)
     except OSError as exc:
         if exc.errno in (22, 95, 524):   # EINVAL, EOPNOTSUPP, ENOTSUPP: no tcx in this kernel
             raise NotSupportedError(f"tcx attach on ifindex {ifindex}: {exc.strerror}") from None
         raise AttachError(f"tcx {hook.value} attach on ifindex {ifindex}: {exc.strerror}") from None
 
 
+class _XdpOpts(ctypes.Structure):
+    # struct bpf_link_create_opts (libbpf 1.1): sz, flags, then the per-type union
+    _fields_ = [("sz", ctypes.c_size_t), ("flags", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
+                ("_union", ctypes.c_uint64 * 6)]
+
+
+def xdp_attach(prog_fd: int, ifindex: int, *, generic: bool = False) -> int:
+    """Create an XDP link (native by default, generic/SKB mode on request); returns the link fd."""
+    opts = _XdpOpts(sz=ctypes.sizeof(_XdpOpts), flags=XDP_FLAGS_SKB_MODE if generic else 0)
+    try:
+        return _call("bpf_link_create", prog_fd, ifindex, BPF_XDP, ctypes.byref(opts))
+    except OSError as exc:
+        if exc.errno in (95, 524):
+            raise NotSupportedError(f"XDP on ifindex {ifindex}: {exc.strerror}") from None
+        raise AttachError(f"XDP attach on ifindex {ifindex}: {exc.strerror}") from None
+
+
 def link_update(link_fd: int, new_prog_fd: int) -> None:
     """Swap the program of a link in one step."""
-    attr = _attr()
-    _put32(attr, 0, link_fd)
-    _put32(attr, 4, new_prog_fd)
     try:
-        _bpf(BPF_LINK_UPDATE, attr)
+        _call("bpf_link_update", link_fd, new_prog_fd, None)
     except OSError as exc:
         raise AttachError(f"link update: {exc.strerror}") from None
 
 
 def link_detach(link_fd: int) -> None:
-    attr = _attr()
-    _put32(attr, 0, link_fd)
     try:
-        _bpf(BPF_LINK_DETACH, attr)
+        _call("bpf_link_detach", link_fd)
     except OSError as exc:
         if exc.errno != 2:   # ENOENT: the device went away, so did the attachment
             raise AttachError(f"link detach: {exc.strerror}") from None
@@ -166,22 +199,28 @@ def tc_detach(ifindex: int, hook: Hook) -> None:
 
 
 def tc_prog_id(ifindex: int, hook: Hook) -> int | None:
-    """The id of the program our tc filter runs, or None when there is none."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    """The id of the program our tc filter runs, or None when there is none.
 
-    parent = 0xFFFFFFF2 if hook is Hook.INGRESS else 0xFFFFFFF3
-    with IPRoute() as ipr:
-        try:
-            filters = ipr.get_filters(ifindex, parent=parent)
-        except NetlinkError:
-            return None
-    for f in filters:
-        opts = f.get_attr("TCA_OPTIONS")
-        if opts is not None and f["info"] >> 16 == TC_PRIO:
-            pid = opts.get_attr("TCA_BPF_ID")
-            if pid:
-                return int(pid)
+    pyroute2 does not decode TCA_BPF_ID, so this asks `tc -j` (a child process inherits the
+    calling thread's network namespace; no `-n`, which would remount /sys).
+    """
+    import json
+    import socket
+    import subprocess
+
+    try:
+        ifname = socket.if_indextoname(ifindex)
+    except OSError:
+        return None
+    proc = subprocess.run(["tc", "-j", "filter", "show", "dev", ifname, hook.value],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return None
+    for f in json.loads(proc.stdout):
+        if f.get("pref") == TC_PRIO and f.get("kind") == "bpf":
+            prog = f.get("options", {}).get("prog", {})
+            if "id" in prog:
+                return int(prog["id"])
     return None
 
 
@@ -210,12 +249,12 @@ def tcx_supported() -> bool:
             ipr.link("del", ifname=name)
 
 
-def _probe_prog() -> int:
-    """A two-instruction SCHED_CLS program (r0 = 0; exit) loaded with bpf(BPF_PROG_LOAD)."""
-    insns = (ctypes.c_uint64 * 2)(0x00000000000000B7, 0x0000000000000095)
+def _probe_prog(prog_type: int = 3, retval: int = 0) -> int:
+    """A two-instruction program (r0 = retval; exit) of a type (3 SCHED_CLS, 6 XDP), for probes."""
+    insns = (ctypes.c_uint64 * 2)(0x00000000000000B7 | (retval << 32), 0x0000000000000095)
     lic = ctypes.create_string_buffer(b"GPL")
     attr = _attr(128)
-    _put32(attr, 0, 3)            # prog_type SCHED_CLS
+    _put32(attr, 0, prog_type)
     _put32(attr, 4, 2)            # insn_cnt
     ctypes.memmove(ctypes.addressof(attr) + 8, ctypes.addressof(insns).to_bytes(8, "little"), 8)
     ctypes.memmove(ctypes.addressof(attr) + 16, ctypes.addressof(lic).to_bytes(8, "little"), 8)
