@@ -418,6 +418,36 @@ def status(as_json: bool) -> None:
             console.print(f"  v{v['version']} was interrupted and rolled back")
 
 
+@main.command("maps")
+@click.argument("target")
+@click.argument("map_name", required=False)
+@click.option("--limit", type=int, default=50, show_default=True, help="Entries to print per map.")
+@_guard
+def maps_cmd(target: str, map_name: str | None, limit: int) -> None:
+    """Print the decoded entries of TARGET's live maps (all four, or MAP_NAME), for debugging."""
+    from netc.api import read_manifest
+    from netc.runtime import loader
+    from netc.runtime.maps import TypedMap
+    from netc.runtime.state import State
+
+    loader.check_privileges()
+    with State() as st:
+        active = st.active(target)
+        if active is None:
+            raise NetcError(f"nothing is loaded for `{target}`")
+        with open(active.object, "rb") as fh:
+            specs = {m["name"]: m for m in read_manifest(fh.read())["plan"]["maps"]}
+    with loader._pinned_maps(target, active.version) as live:
+        for name, raw in live.items():
+            if map_name and name != map_name:
+                continue
+            typed = TypedMap(raw, specs[name])
+            entries = list(typed.items())
+            click.echo(f"{name}: {len(entries)} entries")
+            for k, v in entries[:limit]:
+                click.echo(f"  {json.dumps(k)} -> {json.dumps(v)}")
+
+
 # ---------------------------------------------------------------------- fmt
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
