@@ -322,6 +322,7 @@ def load(artifact: str, lab: str | None, inventory: str | None, name: str | None
 
     if (lab is None) == (inventory is None):
         raise UsageError("give exactly one of --lab NAME or --inventory FILE")
+    loader.check_privileges()
     if artifact.endswith(".netp"):
         res = api.compile(artifact)
         _print_diags(res.diagnostics)
@@ -352,6 +353,7 @@ def unload(target: str, wait_s: float) -> None:
     """Detach TARGET from every container and remove its pins and records."""
     from netc.runtime import loader
 
+    loader.check_privileges()
     for line in loader.unload(target, wait_s=wait_s):
         click.echo(line)
 
@@ -416,6 +418,8 @@ def status(as_json: bool) -> None:
         odd = [v for v in t["versions"] if v["state"] == "interrupted"]
         for v in odd:
             console.print(f"  v{v['version']} was interrupted and rolled back")
+        if t.get("busy"):
+            console.print(f"  [yellow]{t['busy']}[/yellow]")
 
 
 @main.command("maps")

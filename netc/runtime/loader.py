@@ -39,7 +39,7 @@ from netc.runtime import links
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.links import Hook
 from netc.runtime.materialize import Contents, Ids, Materializer, materialize
-from netc.runtime.state import State, bpffs_root, exclusive
+from netc.runtime.state import State, StateError, bpffs_root, exclusive
 
 PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_container"}
 MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")
@@ -259,16 +259,17 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
         report.entries = contents.entries()
 
         obj_path = os.path.join(st.dir, "objects", f"{target.name}-v{version}.bpf.o")
-        with open(obj_path + ".tmp", "wb") as fh:
-            fh.write(obj_bytes)
-        os.replace(obj_path + ".tmp", obj_path)
-
         base, links_dir = _paths(target.name)
         vdir = os.path.join(base, f"v{version}")
         partial = vdir + "_partial"
-        _rm_pins(partial)
-        t = time.perf_counter()
-        with BpfObject.open_mem(obj_bytes, "netc") as obj:
+        moved: list[tuple[str, Hook, str, bool]] = []   # (container, hook, pin, created)
+        obj = None
+        try:
+            _write_atomically(obj_path, obj_bytes)
+            _write_atomically(_snapshot_path(obj_path), json.dumps(inv.to_json()).encode())
+            _rm_pins(partial)
+            t = time.perf_counter()
+            obj = BpfObject.open_mem(obj_bytes, "netc")
             sizes = map_sizes(contents)
             for name, n in sizes.items():
                 obj.set_max_entries(name, n)
@@ -292,8 +293,7 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             progs = obj.programs
             for pname, fd in progs.items():
                 bpf_obj_pin(fd, os.path.join(partial, "progs", pname))
-            with open(os.path.join(st.dir, "objects", f"{target.name}-v{version}.ids.json"), "w") as fh:
-                json.dump(contents.ids.to_json(), fh)
+            _write_atomically(_ids_path(obj_path), json.dumps(contents.ids.to_json()).encode())
             os.rename(partial, vdir)
             _fault("after-pin")
             prog_ids = {p: links.prog_id(fd) for p, fd in progs.items()}
@@ -307,37 +307,40 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                             json.dumps(prog_ids), time.time()))
             _fault("after-record")
 
-            # ---- attach: move every link, or put everything back
+            # ---- attach: move every link (a failure anywhere above or here puts everything back)
             t = time.perf_counter()
             os.makedirs(links_dir, exist_ok=True)
-            moved: list[tuple[str, Hook, str, bool]] = []   # (container, hook, pin, created)
-            try:
-                with target.netns():
-                    for i, c in enumerate(inv.containers):
-                        assert c.ifindex is not None and c.interface is not None
-                        for hook in (Hook.INGRESS, Hook.EGRESS):
-                            pfd = progs[PROGRAM_FOR_HOOK[hook]]
-                            pin = _link_pin(target.name, c.name, hook)
-                            try:
-                                created = _attach_one(want_mode, pfd, c, hook, pin, bpf_obj_get, bpf_obj_pin)
-                            except AttachError as exc:
-                                if c.interface not in _current_ifindexes(target):
-                                    report.skipped.append((c.name, f"disappeared during the load ({exc})"))
-                                    break
-                                raise
-                            moved.append((c.name, hook, pin, created))
-                            report.attached.append((c.name, hook.value))
-                        if i == 0:
-                            _fault("mid-attach")
-                    _fault("after-attach")
-            except BaseException:
-                _roll_back(st, target, moved, prev, want_mode)
-                _rm_pins(vdir)
-                with st.transaction() as db:
-                    db.execute("DELETE FROM versions WHERE target=? AND version=?", (target.name, version))
-                    if prev is None:
-                        db.execute("DELETE FROM targets WHERE name=?", (target.name,))
-                raise
+            with target.netns():
+                for i, c in enumerate(inv.containers):
+                    assert c.ifindex is not None and c.interface is not None
+                    for hook in (Hook.INGRESS, Hook.EGRESS):
+                        pfd = progs[PROGRAM_FOR_HOOK[hook]]
+                        pin = _link_pin(target.name, c.name, hook)
+                        try:
+                            created = _attach_one(want_mode, pfd, c, hook, pin, bpf_obj_get, bpf_obj_pin)
+                        except AttachError as exc:
+                            if c.interface not in _current_ifindexes(target):
+                                report.skipped.append((c.name, f"disappeared during the load ({exc})"))
+                                break
+                            raise
+                        moved.append((c.name, hook, pin, created))
+                        report.attached.append((c.name, hook.value))
+                    if i == 0:
+                        _fault("mid-attach")
+                _fault("after-attach")
+        except BaseException:
+            _roll_back(st, target, moved, prev, want_mode)
+            _rm_pins(partial)
+            _rm_pins(vdir)
+            with st.transaction() as db:
+                db.execute("DELETE FROM versions WHERE target=? AND version=?", (target.name, version))
+                if prev is None:
+                    db.execute("DELETE FROM targets WHERE name=?", (target.name,))
+            _remove_version_files(obj_path)
+            if obj is not None:
+                obj.close()
+            raise
+        try:
             report.timings["attach_s"] = time.perf_counter() - t
 
             # ---- commit
@@ -356,6 +359,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                 db.execute("UPDATE versions SET state='active' WHERE target=? AND version=?",
                            (target.name, version))
             _fault("after-commit")
+        finally:
+            obj.close()
     # outside the object: the old version's pins go, containers no longer in the inventory detach
     with exclusive(wait_s=wait_s), State() as st:
         for a in st.attachments(target.name):
@@ -366,6 +371,28 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
         _retire_old(st, target.name)
     report.timings["total_s"] = time.perf_counter() - t0
     return report
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    with open(path + ".tmp", "wb") as fh:
+        fh.write(data)
+    os.replace(path + ".tmp", path)
+
+
+def _ids_path(obj_path: str) -> str:
+    return obj_path[: -len(".bpf.o")] + ".ids.json"
+
+
+def _snapshot_path(obj_path: str) -> str:
+    """The inventory the version's maps were last written for: the baseline of the next sync."""
+    return obj_path[: -len(".bpf.o")] + ".inventory.json"
+
+
+def _remove_version_files(obj_path: str) -> None:
+    for path in (obj_path, _ids_path(obj_path), _snapshot_path(obj_path)):
+        for p in (path, path + ".tmp"):
+            if os.path.exists(p):
+                os.unlink(p)
 
 
 def _attach_one(mode: str, prog_fd: int, c: Container, hook: Hook, pin: str, obj_get: Any, obj_pin: Any) -> bool:
@@ -460,9 +487,7 @@ def _retire_old(st: State, target: str) -> None:
     for v in retired[:-5]:
         with st.transaction() as db:
             db.execute("DELETE FROM versions WHERE target=? AND version=?", (target, v.version))
-        for path in (v.object, v.object.replace(".bpf.o", ".ids.json")):
-            if os.path.exists(path):
-                os.unlink(path)
+        _remove_version_files(v.object)
 
 
 # ---------------------------------------------------------------------- crash recovery
@@ -477,6 +502,14 @@ def recover(st: State, target: str) -> list[str]:
             if entry.endswith("_partial"):
                 _rm_pins(os.path.join(base, entry))
                 notes.append(f"removed the unpublished pins {entry}")
+    recorded = {v.object for v in st.versions(target)}
+    objects_dir = os.path.join(st.dir, "objects")
+    prefix = f"{target}-v"
+    for entry in os.listdir(objects_dir) if os.path.isdir(objects_dir) else ():
+        if entry.startswith(prefix) and entry.endswith(".bpf.o") and \
+                os.path.join(objects_dir, entry) not in recorded:
+            _remove_version_files(os.path.join(objects_dir, entry))
+            notes.append(f"removed the artifact of an unrecorded load {entry}")
     loading = [v for v in st.versions(target) if v.state == "loading"]
     if not loading and os.path.isdir(base):
         known = {f"v{v.version}" for v in st.versions(target)}
@@ -540,6 +573,7 @@ def recover(st: State, target: str) -> list[str]:
             for fd in prev_progs.values():
                 os.close(fd)
         _rm_pins(os.path.join(base, f"v{v.version}"))
+        _remove_version_files(v.object)
         with st.transaction() as db:
             db.execute("UPDATE versions SET state='interrupted' WHERE target=? AND version=?", (target, v.version))
             if prev is None:
@@ -592,9 +626,7 @@ def unload(target: str, *, wait_s: float = 30.0) -> list[str]:
             for table, col in (("attachments", "target"), ("versions", "target"), ("targets", "name")):
                 db.execute(f"DELETE FROM {table} WHERE {col}=?", (target,))
         for path in objects:
-            for p in (path, path.replace(".bpf.o", ".ids.json")):
-                if os.path.exists(p):
-                    os.unlink(p)
+            _remove_version_files(path)
         done.append(f"removed {base} and the records of `{target}`")
     return done
 
@@ -606,6 +638,15 @@ def status() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if not os.path.exists(os.path.join(_state_dir(), "state.db")):
         return out
+    busy = None
+    try:
+        # a load that died leaves half its links moved: put them back before reporting, unless a
+        # load is running right now (then say so instead of guessing)
+        with exclusive(wait_s=0), State() as st:
+            for name, *_ in st.targets():
+                recover(st, name)
+    except StateError as exc:
+        busy = str(exc)
     with State() as st:
         for name, inv_ref, node_netns, mode in st.targets():
             versions = st.versions(name)
@@ -642,6 +683,7 @@ def status() -> list[dict[str, Any]]:
                              "running_version": running, "since": a.attached_at, "problem": problem})
             out.append({
                 "target": name, "inventory": inv_ref, "node_netns": node_netns, "mode": mode,
+                "busy": busy,
                 "active_version": active.version if active else None,
                 "source": active.source if active else None,
                 "source_sha256": active.source_sha256 if active else None,
@@ -735,15 +777,17 @@ class Deployment:
             self.target = Target(target, reload_inventory(row[1]), row[1], row[2])
             self.mode = row[3]
             self.version = active.version
+            self.object_path = active.object
             with open(active.object, "rb") as fh:
                 self.object = fh.read()
-            ids_path = active.object.replace(".bpf.o", ".ids.json")
-            with open(ids_path) as fh:
+            with open(_ids_path(active.object)) as fh:
                 self.ids = Ids.from_json(json.load(fh))
+            # the baseline is what the maps hold: the inventory they were last written for
+            with open(_snapshot_path(active.object)) as fh:
+                written_for = Inventory.from_dict(json.load(fh), _snapshot_path(active.object))
         self.program = Program.from_json(read_manifest(self.object)["ir"])
         self.materializer = Materializer(self.program)
-        inv, _ = live_inventory(self.target)
-        self.contents = self.materializer.run(inv, self.ids)
+        self.contents = self.materializer.run(written_for, self.ids)
 
     def sync(self, inventory: Inventory | None = None, *, wait_s: float = 30.0) -> SyncReport:
         from netc.runtime.libbpf import bpf_obj_get, bpf_obj_pin
@@ -801,11 +845,9 @@ class Deployment:
                     if a.container not in report.detached:
                         report.detached.append(a.container)
             if self.ids.dirty:
-                ids_path = os.path.join(st.dir, "objects", f"{self.target.name}-v{self.version}.ids.json")
-                with open(ids_path + ".tmp", "w") as fh:
-                    json.dump(self.ids.to_json(), fh)
-                os.replace(ids_path + ".tmp", ids_path)
+                _write_atomically(_ids_path(self.object_path), json.dumps(self.ids.to_json()).encode())
                 self.ids.dirty = False
+            _write_atomically(_snapshot_path(self.object_path), json.dumps(inv.to_json()).encode())
         self.contents = new
         report.seconds = time.perf_counter() - t0
         return report
