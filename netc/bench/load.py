@@ -68,6 +68,9 @@ def run(rules: int, containers: int, seed: int = 1) -> dict[str, Any]:
                 loader.unload(lab.name)
             finally:
                 labmod.down(lab.name)
+                import shutil
+
+                shutil.rmtree(os.environ["NETC_BPFFS"], ignore_errors=True)
                 for k, v in saved.items():
                     if v is None:
                         os.environ.pop(k, None)
