@@ -185,11 +185,18 @@ def test(files: tuple[str, ...], inventory: str | None, kernel: bool, as_json: b
 @click.option("--inventory", type=click.Path(exists=True, dir_okay=False), help="The containers (YAML or JSON).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.option("--brief", is_flag=True, help="One line: the verdict and the deciding rule's file:line.")
+@click.option("--live", is_flag=True, help="Answer from the live maps of a loaded target, not from a file.")
+@click.option("--target", help="With --live: the loaded target (default: the only one loaded).")
+@click.option("--container", help="With --live: only this container's side of the packet.")
 @_guard
-def explain(file: str | None, packet: str, inventory: str | None, as_json: bool, brief: bool) -> None:
+def explain(file: str | None, packet: str, inventory: str | None, as_json: bool, brief: bool, live: bool,
+            target: str | None, container: str | None) -> None:
     """Explain the verdict for one packet: the deciding rule and why the others did not decide."""
+    if live:
+        _explain_live(packet, target, container, as_json)
+        return
     if file is None:
-        raise UsageError("explain needs a FILE (explaining from the live maps comes with `--live`)")
+        raise UsageError("explain needs a FILE, or --live to answer from a loaded target's maps")
     from netc.ir.eval import match_failure, remote_class
     from netc.ir.nodes import Direction
     from netc.runtime.inventory import Inventory
@@ -249,6 +256,54 @@ def explain(file: str | None, packet: str, inventory: str | None, as_json: bool,
         for a in side.audits:
             click.echo(f"    audit: {a.location}  `{a.text}`")
     sys.exit(0)
+
+
+def _only_target(target: str | None) -> str:
+    from netc.runtime import loader
+
+    if target:
+        return target
+    names = [t["target"] for t in loader.status()]
+    if len(names) != 1:
+        raise UsageError("say which target: --target NAME (loaded: " + (", ".join(names) or "none") + ")")
+    return names[0]
+
+
+def _explain_live(packet: str, target: str | None, container: str | None, as_json: bool) -> None:
+    """The verdict the kernel's maps give right now, replayed over the maps read back from it."""
+    from netc.ir.nodes import Direction
+    from netc.runtime import abi
+    from netc.runtime.loader import check_privileges
+    from netc.runtime.observe import live_contents
+    from netc.runtime.simulate import classify
+
+    check_privileges()
+    name = _only_target(target)
+    tv, contents = live_contents(name)
+    pkt = api.parse_packet(packet, tv.inventory, tv.program)
+    sides = []
+    for addr, d in ((pkt.src, Direction.EGRESS), (pkt.dst, Direction.INGRESS)):
+        c = tv.inventory.by_address(addr)
+        if c is None or (container and c.name != container) or c.ifindex is None:
+            continue
+        sim = classify(contents, c.ifindex, abi.DIR_INGRESS if d is Direction.INGRESS else abi.DIR_EGRESS, pkt)
+        loc, text, policy = tv.describe_rule(sim.rule_id)
+        sides.append({"container": c.name, "direction": d.value, "allowed": sim.allowed, "rule_id": sim.rule_id,
+                      "location": loc, "text": text, "policy": policy})
+    if not sides:
+        raise NetcError(f"neither end of `{packet}` is a container of `{name}`"
+                        + (f" named {container}" if container else ""))
+    allowed = all(s["allowed"] for s in sides)
+    if as_json:
+        click.echo(json.dumps({"target": name, "version": tv.version, "packet": str(pkt), "allowed": allowed,
+                               "sides": sides}, indent=2))
+        return
+    word = click.style("ALLOW", fg="green", bold=True) if allowed else click.style("DENY", fg="red", bold=True)
+    click.echo(f"{word}  {pkt}   (live maps of {name} v{tv.version})")
+    for sd in sides:
+        verdict = "allows" if sd["allowed"] else "denies"
+        what = f"{sd['location']}  `{sd['text']}`  (policy {sd['policy']})" if sd["text"] else sd["location"]
+        click.echo(f"  {sd['container']} {sd['direction']} {verdict}: {what}")
 
 
 def _verdict_json(v: Any) -> dict[str, Any]:
@@ -420,6 +475,85 @@ def status(as_json: bool) -> None:
             console.print(f"  v{v['version']} was interrupted and rolled back")
         if t.get("busy"):
             console.print(f"  [yellow]{t['busy']}[/yellow]")
+
+
+@main.command()
+@click.argument("target", required=False)
+@click.option("--container", help="Only this container's counters.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_guard
+def stats(target: str | None, container: str | None, as_json: bool) -> None:
+    """Packets and bytes per rule, container and direction (defaults included), most hits first.
+
+    Rules of the running version that never decided a packet are listed at the end.
+    """
+    from netc.runtime.loader import check_privileges
+    from netc.runtime.observe import read_counters, read_stats, unmatched_rules
+
+    check_privileges()
+    name = _only_target(target)
+    rows = read_counters(name)
+    never = unmatched_rules(name, rows)
+    if container:
+        rows = [r for r in rows if r.container == container]
+    st = read_stats(name)
+    if as_json:
+        click.echo(json.dumps({"target": name, "counters": [r.__dict__ for r in rows], "stats": st,
+                               "never_matched": [{"id": r.id, "location": r.location, "text": r.text}
+                                                 for r in never]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for col in ("packets", "bytes", "action", "container", "dir", "rule"):
+        table.add_column(col, justify="right" if col in ("packets", "bytes") else "left")
+    for r in rows:
+        rule = f"{r.location}  {r.text}" if r.text else r.location
+        table.add_row(str(r.packets), str(r.bytes), r.action, r.container, r.direction, rule)
+    console = Console()
+    console.print(table)
+    if never:
+        console.print(f"never matched ({len(never)}):")
+        for r in never:
+            console.print(f"  {r.location}  {r.text}")
+    console.print(f"events lost {st['events_lost']}, counters full {st['counters_full']}, "
+                  f"malformed packets dropped {st['malformed']}")
+
+
+@main.command()
+@click.argument("target", required=False)
+@click.option("--container", help="Only events of this container.")
+@click.option("--verdict", type=click.Choice(["allow", "deny"]), help="Only events with this verdict.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: run until Ctrl-C).")
+@_guard
+def monitor(target: str | None, container: str | None, verdict: str | None, as_json: bool,
+            duration: float | None) -> None:
+    """Stream flow events: denials, log and audit rules, sampled new connections.
+
+    Each names the container, the packet and the rule that decided it (file:line) or the default.
+    """
+    from netc.runtime.loader import check_privileges
+    from netc.runtime.observe import stream_events
+
+    check_privileges()
+    name = _only_target(target)
+    for ev in stream_events(name, duration_s=duration):
+        if container and ev["container"] != container:
+            continue
+        if verdict and ev["verdict"] != verdict:
+            continue
+        if as_json:
+            click.echo(json.dumps(ev), nl=True)
+            sys.stdout.flush()
+            continue
+        who = ev["rule"]["location"] + " `" + ev["rule"]["text"] + "`" if ev["rule"] else ev["default"]
+        src = ev["src_name"] or ev["src"]
+        dst = ev["dst_name"] or ev["dst"]
+        click.echo(f"{ev['time'][11:23]} {ev['kind']:<5} {ev['verdict']:<5} {ev['container']} {ev['direction']} "
+                   f"{ev['protocol']} {src}:{ev['sport']} -> {dst}:{ev['dport']}  {who}")
+        sys.stdout.flush()
 
 
 @main.command("maps")

@@ -57,7 +57,17 @@ def policy_maps() -> tuple[MapSpec, ...]:
         MapSpec("netc_wild", "lpm_trie", "struct netc_wild_key", "struct netc_verdict",
                 abi.WILD_KEY.size, abi.VERDICT.size, 16384, no_prealloc=True,
                 comment="(policy set, direction, class, protocol, port prefix) -> winning wildcard rule"),
+        MapSpec("netc_counters", "percpu_hash", "struct netc_counter_key", "struct netc_counter",
+                abi.COUNTER_KEY.size, abi.COUNTER.size, 65536, no_prealloc=True,
+                comment="(rule, endpoint, direction, action) -> packets and bytes, per CPU"),
+        MapSpec("netc_events", "ringbuf", "", "", 0, 0, RING_BYTES,
+                comment="flow events: denials, log and audit rules, sampled new connections"),
+        MapSpec("netc_stats", "percpu_array", "__u32", "__u64", 4, 8, abi.STATS,
+                comment="events lost, counters full, malformed packets: per CPU"),
     )
+
+
+RING_BYTES = 256 * 1024  # a power of two of pages: about 3,600 events before the reader must catch up
 
 
 def plan(program: object) -> ProgramPlan:

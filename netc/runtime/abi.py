@@ -33,12 +33,32 @@ FIRST_RULE_ID = 16
 PRIO_BIAS = 1 << 20
 
 # struct formats (little-endian host order except where noted)
-ENDPOINT = struct.Struct("<II2B2B")          # pset, endpoint_id, isolated[2], default_deny[2]
+ENDPOINT = struct.Struct("<II2B2B2BBxI")     # pset, endpoint_id, isolated[2], default_deny[2], audited[2], observe, pad, sample
 ADDR_KEY = struct.Struct("<I16s")            # prefixlen, addr[16]
 ADDR_INFO = struct.Struct("<II")             # atom, klass
 RULE_KEY = struct.Struct("<IIIBB2s")         # prefixlen, pset, atom, dir, proto, port (big-endian bytes)
 WILD_KEY = struct.Struct("<IIBBBB2s2x")      # prefixlen, pset, dir, klass, proto, pad, port (big-endian), tail pad
-VERDICT = struct.Struct("<QIBBH")            # rank (u64), rule_id, action, flags, pad
+VERDICT = struct.Struct("<QIBBHI4x")         # rank (u64), rule_id, action, flags, pad, audit_rule, pad2
+COUNTER_KEY = struct.Struct("<IIBBH")        # rule_id, endpoint_id, dir, action, pad
+COUNTER = struct.Struct("<QQ")               # packets, bytes (one per CPU in a per-CPU map)
+EVENT = struct.Struct("<QIIIIBBBBB3x16s16sHH4x")  # see struct netc_event
+
+OBSERVE_DENY = 0x1
+OBSERVE_ALLOW = 0x2
+OBSERVE_NEW = 0x4
+
+STAT_EVENTS_LOST = 0
+STAT_COUNTERS_FULL = 1
+STAT_MALFORMED = 2
+STATS = 4
+
+EVENT_DENY = 1
+EVENT_ALLOW = 2
+EVENT_LOG = 3
+EVENT_AUDIT = 4
+EVENT_NEW = 5
+EVENT_KINDS = {1: "deny", 2: "allow", 3: "log", 4: "audit", 5: "new"}
+ACTION_NONE = 0
 
 RULE_KEY_FIXED_BITS = 80
 WILD_KEY_FIXED_BITS = 64
@@ -69,10 +89,12 @@ def wild_key(pset: int, direction: int, klass: int, proto: int, port: int, port_
                          port.to_bytes(2, "big"))
 
 
-def verdict(rank_: int, rule_id: int, action: int, flags: int) -> bytes:
-    return VERDICT.pack(rank_, rule_id, action, flags, 0)
+def verdict(rank_: int, rule_id: int, action: int, flags: int, audit_rule: int = 0) -> bytes:
+    return VERDICT.pack(rank_, rule_id, action, flags, 0, audit_rule)
 
 
-def endpoint(pset: int, endpoint_id: int, isolated: tuple[bool, bool], default_deny: tuple[bool, bool]) -> bytes:
+def endpoint(pset: int, endpoint_id: int, isolated: tuple[bool, bool], default_deny: tuple[bool, bool],
+             audited: tuple[bool, bool] = (False, False), observe: int = 0, sample: int = 0) -> bytes:
     return ENDPOINT.pack(pset, endpoint_id, int(isolated[0]), int(isolated[1]),
-                         int(default_deny[0]), int(default_deny[1]))
+                         int(default_deny[0]), int(default_deny[1]), int(audited[0]), int(audited[1]),
+                         observe, sample)

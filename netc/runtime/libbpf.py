@@ -140,6 +140,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_map__value_size": (_u32, [_vp]),
     "bpf_map__max_entries": (_u32, [_vp]),
     "bpf_map__set_max_entries": (_int, [_vp, _u32]),
+    "bpf_map__reuse_fd": (_int, [_vp, _int]),
     "bpf_map__btf_key_type_id": (_u32, [_vp]),
     "bpf_map__btf_value_type_id": (_u32, [_vp]),
     "bpf_map_update_elem": (_int, [_int, _vp, _vp, ctypes.c_uint64]),
@@ -305,6 +306,28 @@ def map_info(fd: int) -> _MapInfo:
     return info
 
 
+PERCPU_MAP_TYPES = frozenset({5, 6, 10})   # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+
+
+def possible_cpus() -> int:
+    """The number of possible CPUs, as per-CPU maps count them (/sys/devices/system/cpu/possible)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as fh:
+            text = fh.read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += (int(hi) if hi else int(lo)) - int(lo) + 1
+    return n
+
+
+def per_cpu_values(raw: bytes, value_size: int) -> list[bytes]:
+    step = (value_size + 7) & ~7
+    return [raw[i:i + value_size] for i in range(0, len(raw), step)]
+
+
 class Map:
     """A BPF map: an fd with its key and value sizes. Keys and values are bytes (see runtime/abi.py)."""
 
@@ -358,9 +381,17 @@ class Map:
         if ret < 0:
             raise self._fail("update", ret)
 
+    @property
+    def per_cpu(self) -> bool:
+        return self.map_type in PERCPU_MAP_TYPES
+
     def lookup(self, key: bytes) -> bytes | None:
+        """The value; for a per-CPU map, every possible CPU's value, each padded to 8 bytes."""
         self._check("key", key, self.key_size)
-        value = ctypes.create_string_buffer(self.value_size)
+        size = self.value_size
+        if self.per_cpu:
+            size = ((self.value_size + 7) & ~7) * possible_cpus()
+        value = ctypes.create_string_buffer(size)
         ctypes.set_errno(0)
         ret = lib().bpf_map_lookup_elem(self.fd, key, value)
         if ret < 0:
@@ -516,6 +547,15 @@ class BpfObject:
         ret = lib().bpf_map__set_max_entries(self._map_ptr(map_name), n)
         if ret < 0:
             raise LoadError(f"map {map_name}: set max_entries {n}: {_errno_text(ret)[1]}")
+
+    def reuse_map(self, map_name: str, fd: int) -> None:
+        """Use an existing map (e.g. a pinned one, kept across versions) instead of creating it."""
+        if self.loaded:
+            raise LoadError(f"map {map_name}: a map can only be reused before load")
+        ctypes.set_errno(0)
+        ret = lib().bpf_map__reuse_fd(self._map_ptr(map_name), fd)
+        if ret < 0:
+            raise LoadError(f"map {map_name}: reuse fd {fd}: {_errno_text(ret)[1]}")
 
     # -- load ----------------------------------------------------------------------------
     def load(self, *, log_level: int = 0) -> None:

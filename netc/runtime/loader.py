@@ -42,7 +42,10 @@ from netc.runtime.materialize import Contents, Ids, Materializer, materialize
 from netc.runtime.state import State, StateError, bpffs_root, exclusive
 
 PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_container"}
-MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")
+MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")   # one set per version
+# Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
+# ring a `netc monitor` is reading, and the loss/overflow statistics.
+SHARED = ("netc_counters", "netc_events", "netc_stats")
 BPF_FS_MAGIC = 0xCAFE4A11
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
 
@@ -213,13 +216,15 @@ def _rm_pins(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def map_sizes(contents: Contents) -> dict[str, int]:
+def map_sizes(contents: Contents, rules: int = 0, endpoints: int = 0) -> dict[str, int]:
     """max_entries for each map: what the contents need plus headroom for inventory changes; a
     size the kernel cannot give is refused here, before loading, with the figure needed."""
     out = {}
     for name in MAPS:
         n = len(contents.maps.get(name, {}))
         out[name] = max(64, n + n // 4 + 64)
+    # counters are allocated on first use; this bounds them (rule x endpoint x direction x action)
+    out["netc_counters"] = min(1 << 20, max(65536, (rules + 4) * max(1, endpoints) * 2))
     return out
 
 
@@ -270,9 +275,21 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             _rm_pins(partial)
             t = time.perf_counter()
             obj = BpfObject.open_mem(obj_bytes, "netc")
-            sizes = map_sizes(contents)
+            sizes = map_sizes(contents, len(program.rules), len(inv.containers))
+            shared_dir = os.path.join(base, "shared")
+            reused = []
+            for name in SHARED:
+                pin = os.path.join(shared_dir, name)
+                if os.path.exists(pin):
+                    fd = bpf_obj_get(pin)
+                    try:
+                        obj.reuse_map(name, fd)
+                    finally:
+                        os.close(fd)   # libbpf keeps its own duplicate
+                    reused.append(name)
             for name, n in sizes.items():
-                obj.set_max_entries(name, n)
+                if name not in reused:
+                    obj.set_max_entries(name, n)
             obj.load()
             _fault("after-verify")
             report.timings["verify_s"] = time.perf_counter() - t
@@ -284,6 +301,10 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                     maps[name].update_batch(items)
                 m = maps[name]
                 report.map_bytes += sizes[name] * (m.key_size + m.value_size)
+            os.makedirs(shared_dir, exist_ok=True)
+            for name in SHARED:
+                if name not in reused:
+                    bpf_obj_pin(maps[name].fd, os.path.join(shared_dir, name))
             report.timings["fill_s"] = time.perf_counter() - t
             _fault("after-fill")
             os.makedirs(os.path.join(partial, "maps"))
@@ -332,6 +353,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             _roll_back(st, target, moved, prev, want_mode)
             _rm_pins(partial)
             _rm_pins(vdir)
+            if prev is None:
+                _rm_pins(base)   # a first load that failed leaves nothing: no shared maps either
             with st.transaction() as db:
                 db.execute("DELETE FROM versions WHERE target=? AND version=?", (target.name, version))
                 if prev is None:

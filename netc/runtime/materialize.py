@@ -46,6 +46,7 @@ class Ids:
 
     psets: dict[str, int] = field(default_factory=dict)    # "name,name" -> id
     atoms: dict[str, int] = field(default_factory=dict)    # "sid,sid|identity" -> id
+    endpoints: dict[str, int] = field(default_factory=dict)  # container name -> endpoint id (counters, events)
     _next: dict[str, int] = field(default_factory=dict, repr=False)
     dirty: bool = field(default=False, repr=False)   # a new id was handed out since it was saved
 
@@ -64,12 +65,15 @@ class Ids:
     def atom(self, sig: tuple[tuple[int, ...], tuple[str, ...]]) -> int:
         return self._alloc(self.atoms, "a", ",".join(map(str, sig[0])) + "|" + "\x1f".join(sig[1]))
 
+    def endpoint(self, container: str) -> int:
+        return self._alloc(self.endpoints, "e", container)
+
     def to_json(self) -> dict[str, dict[str, int]]:
-        return {"psets": self.psets, "atoms": self.atoms}
+        return {"psets": self.psets, "atoms": self.atoms, "endpoints": self.endpoints}
 
     @staticmethod
     def from_json(d: dict[str, dict[str, int]]) -> Ids:
-        return Ids(dict(d.get("psets", {})), dict(d.get("atoms", {})))
+        return Ids(dict(d.get("psets", {})), dict(d.get("atoms", {})), dict(d.get("endpoints", {})))
 
 
 @dataclass
@@ -143,9 +147,9 @@ def _winners(rules: list[Rule], bucket: int, frag: bool) -> list[tuple[int, int,
     return out
 
 
-def _verdict(rule: Rule, order: dict[int, int]) -> bytes:
+def _verdict(rule: Rule, order: dict[int, int], audit_rule: int = 0) -> bytes:
     action = abi.ACTION_DENY if rule.action is Action.DENY else abi.ACTION_ALLOW
-    return abi.verdict(_rank(rule, order), rule.id, action, abi.VERDICT_LOG if rule.log else 0)
+    return abi.verdict(_rank(rule, order), rule.id, action, abi.VERDICT_LOG if rule.log else 0, audit_rule)
 
 
 Sig = tuple[tuple[int, ...], tuple[str, ...]]
@@ -173,7 +177,7 @@ class Materializer:
         self.addr_sets: list[AddrSet] = []
         self.set_index: dict[AddrSet, int] = {}
         for r in program.rules:
-            if r.action is Action.AUDIT or r.peer.any or r.peer.addrs.is_empty():
+            if r.peer.any or r.peer.addrs.is_empty():
                 continue
             if r.peer.addrs not in self.set_index:
                 self.set_index[r.peer.addrs] = len(self.addr_sets)
@@ -220,8 +224,7 @@ class Materializer:
         key = (names, d)
         got = self._pset_rules.get(key)
         if got is None:
-            rules = [r for n in sorted(names) for r in self.by_policy[n].rules
-                     if r.direction is d and r.action is not Action.AUDIT]
+            rules = [r for n in sorted(names) for r in self.by_policy[n].rules if r.direction is d]
             rules.sort(key=lambda r: _rank(r, self.order), reverse=True)
             by_sid: dict[int, list[Rule]] = defaultdict(list)
             with_selectors: list[Rule] = []
@@ -289,13 +292,14 @@ class Materializer:
         for names in sorted(set(pset_of.values()), key=lambda x: sorted(x)):
             out.psets[names] = out.ids.pset(names)
         endpoints: dict[bytes, bytes] = {}
-        for i, c in enumerate(inv.containers):
+        for c in inv.containers:
             pid = out.psets[pset_of[c.name]]
             out.endpoint_psets[c.name] = pid
+            eid = out.ids.endpoint(c.name)    # stable: counters and events are keyed by it
             if c.ifindex is None:
                 continue
-            iso, deny = _isolation(program, pset_of[c.name])
-            endpoints[c.ifindex.to_bytes(4, "little")] = abi.endpoint(pid, i + 1, iso, deny)
+            endpoints[c.ifindex.to_bytes(4, "little")] = _endpoint_value(program, pset_of[c.name], pid, eid,
+                                                                       c.labels)
         out.maps["netc_endpoints"] = endpoints
 
         # ------------------------------------------------------------ atoms
@@ -411,14 +415,53 @@ def _emit_addr(target: dict[bytes, bytes], version: int, width: int, lo: int, hi
 
 
 def _fill(target: dict[bytes, bytes], rules: list[Rule], order: dict[int, int], make_key) -> None:  # type: ignore[no-untyped-def]
+    """Entries for rules sorted best first: each port interval carries its winning decisive rule,
+    and the best audit rule that also matches there (audit rules report, they never decide)."""
     if not rules:
         return
+    decisive = [r for r in rules if r.action is not Action.AUDIT]
+    audits = [r for r in rules if r.action is Action.AUDIT]
     for bucket in BUCKETS:
         for frag in (False, True):
-            for lo, hi, r in _winners(rules, bucket, frag):
-                value = _verdict(r, order)
+            win = _winners(decisive, bucket, frag)
+            aud = _winners(audits, bucket, frag) if audits else []
+            for lo, hi, d, a in _overlay(win, aud):
+                if d is not None:
+                    value = _verdict(d, order, a.id if a is not None else 0)
+                else:
+                    assert a is not None
+                    value = abi.verdict(0, 0, abi.ACTION_NONE, 0, a.id)
                 for port, plen in interval_to_prefixes(lo, hi, 16):
                     target[make_key(bucket, frag, port, plen)] = value
+
+
+def _overlay(win: list[tuple[int, int, Rule]], aud: list[tuple[int, int, Rule]]
+             ) -> list[tuple[int, int, Rule | None, Rule | None]]:
+    """Merge two sorted interval lists into intervals carrying (decisive, audit) winners."""
+    if not aud:
+        return [(lo, hi, r, None) for lo, hi, r in win]
+    cuts = sorted({x for lo, hi, _ in win + aud for x in (lo, hi + 1)})
+    out: list[tuple[int, int, Rule | None, Rule | None]] = []
+    pos = [0, 0]
+
+    def at(which: int, ivs: list[tuple[int, int, Rule]], x: int) -> Rule | None:
+        # both lists are sorted and x only grows: walk forward
+        j = pos[which]
+        while j < len(ivs) and ivs[j][1] < x:
+            j += 1
+        pos[which] = j
+        return ivs[j][2] if j < len(ivs) and ivs[j][0] <= x else None
+
+    for i in range(len(cuts) - 1):
+        lo, hi = cuts[i], cuts[i + 1] - 1
+        d, a = at(0, win, lo), at(1, aud, lo)
+        if d is None and a is None:
+            continue
+        if out and out[-1][2] is d and out[-1][3] is a and out[-1][1] == lo - 1:
+            out[-1] = (out[-1][0], hi, d, a)
+        else:
+            out.append((lo, hi, d, a))
+    return out
 
 
 def _class_match(peer: Peer, klass: int) -> bool:
@@ -450,10 +493,38 @@ def _isolation(program: Program, names: Iterable[str]) -> tuple[tuple[bool, bool
     return (iso[0], iso[1]), (deny[0], deny[1])
 
 
+def _endpoint_value(program: Program, names: frozenset[str], pid: int, endpoint_id: int,
+                    labels: dict[str, str]) -> bytes:
+    iso, deny = _isolation(program, names)
+    audited = tuple(any(r.action is Action.AUDIT and r.direction is d
+                        for p in program.policies if p.name in names for r in p.rules)
+                    for d in (Direction.INGRESS, Direction.EGRESS))
+    observe, sample = observe_flags(program, labels)
+    return abi.endpoint(pid, endpoint_id, iso, deny, (audited[0], audited[1]), observe, sample)
+
+
+def observe_flags(program: Program, labels: dict[str, str]) -> tuple[int, int]:
+    """(NETC_OBSERVE_* flags, sample threshold) from the observe blocks selecting a container."""
+    from netc.ir.nodes import EventKind
+
+    flags, rate = 0, 0.0
+    for ob in program.observes:
+        if not ob.selector.matches(labels):
+            continue
+        if EventKind.DENY in ob.events:
+            flags |= abi.OBSERVE_DENY
+        if EventKind.ALLOW in ob.events:
+            flags |= abi.OBSERVE_ALLOW
+        if EventKind.NEW in ob.events:
+            flags |= abi.OBSERVE_NEW
+            num, den = ob.sample_flows
+            rate = max(rate, num / den)
+    return flags, min(0xFFFFFFFF, int(rate * (1 << 32))) if flags & abi.OBSERVE_NEW else 0
+
+
 def endpoint_for(program: Program, contents: Contents, c: Container, ifindex: int, endpoint_id: int
                  ) -> tuple[bytes, bytes]:
     """The netc_endpoints entry for a container on a given ifindex (the loader and tests use it)."""
     names = frozenset(p.name for p in program.policies if p.selector.matches(c.labels))
     pid = contents.psets.get(names, 0)
-    iso, deny = _isolation(program, names)
-    return ifindex.to_bytes(4, "little"), abi.endpoint(pid, endpoint_id, iso, deny)
+    return ifindex.to_bytes(4, "little"), _endpoint_value(program, names, pid, endpoint_id, c.labels)

@@ -38,7 +38,7 @@ def _lpm_port(table: dict[bytes, bytes], make_key, port: int) -> tuple[int, int,
         masked = port & (((1 << bits) - 1) << (16 - bits)) if bits else 0
         hit = table.get(make_key(masked, bits))
         if hit is not None:
-            rank, rule_id, action, flags, _ = abi.VERDICT.unpack(hit)
+            rank, rule_id, action, flags, _, _audit = abi.VERDICT.unpack(hit)
             return rank, rule_id, action, flags
     return None
 
@@ -47,10 +47,10 @@ def classify(contents: Contents, ifindex: int, direction: int, pkt: Packet) -> S
     ep = contents.maps["netc_endpoints"].get(ifindex.to_bytes(4, "little"))
     if ep is None:
         return SimVerdict(True, abi.RULE_DEFAULT_ALLOW)
-    pset, _eid, iso_in, iso_eg, deny_in, deny_eg = abi.ENDPOINT.unpack(ep)
+    pset, _eid, iso_in, iso_eg, deny_in, deny_eg, aud_in, aud_eg, _obs, _sample = abi.ENDPOINT.unpack(ep)
     if is_ndp(pkt):
         return SimVerdict(True, abi.RULE_DEFAULT_ALLOW)
-    if not (iso_in, iso_eg)[direction]:
+    if not (iso_in, iso_eg)[direction] and not (aud_in, aud_eg)[direction]:
         return SimVerdict(True, abi.RULE_DEFAULT_ALLOW)
     remote = pkt.src if direction == abi.DIR_INGRESS else pkt.dst
     atom, klass = _lpm_addr(contents, remote)
@@ -67,7 +67,9 @@ def classify(contents: Contents, ifindex: int, direction: int, pkt: Packet) -> S
     w = _lpm_port(contents.maps["netc_wild"],
                   lambda p, b: abi.wild_key(pset, d, klass, proto, p, b), port)
     best = max((x for x in (a, w) if x is not None), default=None)
-    if best is None:
+    if not (iso_in, iso_eg)[direction]:
+        return SimVerdict(True, abi.RULE_DEFAULT_ALLOW)   # only audit rules here: they never decide
+    if best is None or best[2] == abi.ACTION_NONE:
         if (deny_in, deny_eg)[direction]:
             return SimVerdict(False, abi.RULE_DEFAULT_DENY)
         return SimVerdict(True, abi.RULE_DEFAULT_ISO_ALLOW)

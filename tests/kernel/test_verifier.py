@@ -29,18 +29,28 @@ def test_the_artifact_still_carries_its_manifest(artifact, datapath):
     assert read_manifest(artifact).startswith(b"{")
 
 
-def test_the_four_maps_exist_with_btf(datapath):
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_RINGBUF = 27
+
+
+def test_the_maps_exist_with_btf(datapath):
     maps = datapath.maps
     expected = {
         "netc_endpoints": (BPF_MAP_TYPE_HASH, 4, abi.ENDPOINT.size),
         "netc_addrs": (BPF_MAP_TYPE_LPM_TRIE, abi.ADDR_KEY.size, abi.ADDR_INFO.size),
         "netc_rules": (BPF_MAP_TYPE_LPM_TRIE, abi.RULE_KEY.size, abi.VERDICT.size),
         "netc_wild": (BPF_MAP_TYPE_LPM_TRIE, abi.WILD_KEY.size, abi.VERDICT.size),
+        "netc_counters": (BPF_MAP_TYPE_PERCPU_HASH, abi.COUNTER_KEY.size, abi.COUNTER.size),
+        "netc_events": (BPF_MAP_TYPE_RINGBUF, 0, 0),
+        "netc_stats": (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
     }
     assert set(maps) == set(expected)
     for name, (map_type, key_size, value_size) in expected.items():
         info = map_info(maps[name].fd)  # what the kernel says, not what libbpf planned
         assert (info.type, info.key_size, info.value_size) == (map_type, key_size, value_size), name
+        if map_type == BPF_MAP_TYPE_RINGBUF:
+            continue   # a ring has no key or value type
         assert info.btf_id != 0 and info.btf_key_type_id != 0 and info.btf_value_type_id != 0, name
         if map_type == BPF_MAP_TYPE_LPM_TRIE:
             assert info.map_flags & BPF_F_NO_PREALLOC, name

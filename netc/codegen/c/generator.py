@@ -24,7 +24,8 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 DATAPATH_TEMPLATE = "datapath.c.j2"
 
 # The maps the datapath template refers to by name; the plan must provide each of them.
-REQUIRED_MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")
+REQUIRED_MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild", "netc_counters", "netc_events",
+                 "netc_stats")
 
 MAP_TYPES = {
     "hash": "BPF_MAP_TYPE_HASH",

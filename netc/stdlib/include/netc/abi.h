@@ -37,11 +37,21 @@
 #define NETC_RULE_DEFAULT_ISO_ALLOW  3 /* isolated with `default allow` */
 #define NETC_RULE_MALFORMED          4 /* truncated or malformed header */
 
+/* What an endpoint reports on the event ring (from the `observe` blocks selecting it). */
+#define NETC_OBSERVE_DENY  0x1 /* every denied packet */
+#define NETC_OBSERVE_ALLOW 0x2 /* every allowed packet (expensive; for debugging) */
+#define NETC_OBSERVE_NEW   0x4 /* new connections (TCP SYN), sampled */
+/* `log` rules and `audit` rules always report, whatever the endpoint's flags. */
+
 struct netc_endpoint {
 	__u32 pset;           /* policy set id: endpoints selected by the same policies share it */
 	__u32 endpoint_id;
 	__u8 isolated[2];     /* per direction: some selecting policy declares it */
 	__u8 default_deny[2]; /* per direction: nothing matched -> deny */
+	__u8 audited[2];      /* per direction: some selecting policy has audit rules for it */
+	__u8 observe;         /* NETC_OBSERVE_* */
+	__u8 pad;
+	__u32 sample;         /* NETC_OBSERVE_NEW reports when bpf_get_prandom_u32() < sample */
 };
 
 struct netc_addr_key {
@@ -74,14 +84,62 @@ struct netc_wild_key {
 	__u16 pad2; /* explicit tail padding: keys are compared bytewise, so it must be zero */
 };
 
+/* Per-CPU counters: packets and bytes per rule, endpoint and direction (defaults included). */
+struct netc_counter_key {
+	__u32 rule_id;     /* a rule id, or NETC_RULE_DEFAULT_* */
+	__u32 endpoint_id;
+	__u8 dir;          /* NETC_DIR_INGRESS or NETC_DIR_EGRESS */
+	__u8 action;       /* NETC_ACTION_* taken */
+	__u16 pad;
+};
+
+struct netc_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Slots of netc_stats, a per-CPU array of __u64. */
+#define NETC_STAT_EVENTS_LOST   0 /* an event did not fit in the ring */
+#define NETC_STAT_COUNTERS_FULL 1 /* a counter could not be created: netc_counters is full */
+#define NETC_STAT_MALFORMED     2 /* dropped as malformed */
+#define NETC_STATS              4
+
+/* Event kinds on the netc_events ring. */
+#define NETC_EVENT_DENY  1
+#define NETC_EVENT_ALLOW 2
+#define NETC_EVENT_LOG   3
+#define NETC_EVENT_AUDIT 4
+#define NETC_EVENT_NEW   5
+
+struct netc_event {
+	__u64 ts_ns;       /* bpf_ktime_get_ns() */
+	__u32 endpoint_id;
+	__u32 rule_id;     /* the deciding rule, or NETC_RULE_DEFAULT_* */
+	__u32 audit_rule;  /* an audit rule that matched, or 0 */
+	__u32 len;         /* skb->len */
+	__u8 dir;
+	__u8 action;       /* NETC_ACTION_* taken */
+	__u8 kind;         /* NETC_EVENT_* */
+	__u8 proto;        /* IP protocol number as on the wire */
+	__u8 family;       /* 4 or 6 */
+	__u8 pad[3];
+	__u8 saddr[16];    /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+	__u8 daddr[16];
+	__u16 sport;       /* host order; ICMP: 0 */
+	__u16 dport;       /* host order; ICMP: type << 8 | code */
+	__u32 pad2;
+};
+
 struct netc_verdict {
 	/* higher wins: (priority + NETC_PRIO_BIAS) << 33 | is_deny << 32 | (0xffffffff - rule order);
 	 * the order makes the deciding rule exact when two rules tie on priority and action */
 	__u64 rank;
 	__u32 rule_id;
-	__u8 action;   /* NETC_ACTION_* */
+	__u8 action;   /* NETC_ACTION_*, or 0: no decisive rule, only an audit rule matched here */
 	__u8 flags;    /* NETC_VERDICT_* */
 	__u16 pad;
+	__u32 audit_rule; /* the best audit rule matching here too, or 0 */
+	__u32 pad2;
 };
 
 #define NETC_PRIO_BIAS (1u << 20) /* priorities are -2^20 .. 2^20-1 */
