@@ -643,6 +643,26 @@ def bench_compile(n: int, as_json: bool, seed: int) -> None:
 
 main.add_command(__import__("netc.runtime.lab_cli", fromlist=["lab"]).lab)  # `netc lab`: netc/runtime/lab_cli.py
 
+@bench.command("events")
+@click.option("--repeat", type=int, default=100_000, show_default=True, help="Repeats per round.")
+@click.option("--rounds", type=int, default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_guard
+def bench_events(repeat: int, rounds: int, as_json: bool) -> None:
+    """Per-packet cost of a flood of denied packets with deny events on and off (BPF_PROG_TEST_RUN
+    medians, an empty program measured in the same run). Needs root."""
+    from netc.bench.datapath import run_events
+    from netc.runtime.loader import check_privileges
+
+    check_privileges()
+    result = run_events(repeat, rounds)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for k, v in result.items():
+        click.echo(f"{k:<18} {v}")
+
+
 @bench.command("load")
 @click.option("--rules", "n", type=int, default=10000, show_default=True)
 @click.option("--containers", type=int, default=50, show_default=True)

@@ -180,19 +180,47 @@ def decode_event(data: bytes, tv: TargetView) -> dict[str, Any]:
 _SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
-def stream_events(target: str, *, duration_s: float | None = None, poll_ms: int = 100,
-                  stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
-    """Events from the target's ring, decoded, until duration_s passes or stop() says so."""
+def _ring_api() -> Any:
     from netc.runtime.libbpf import lib
 
-    tv = view(target)
     bpf = lib()
     bpf.ring_buffer__new.restype = ctypes.c_void_p
     bpf.ring_buffer__new.argtypes = [ctypes.c_int, _SAMPLE_FN, ctypes.c_void_p, ctypes.c_void_p]
     bpf.ring_buffer__poll.restype = ctypes.c_int
     bpf.ring_buffer__poll.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    bpf.ring_buffer__consume.restype = ctypes.c_int
+    bpf.ring_buffer__consume.argtypes = [ctypes.c_void_p]
     bpf.ring_buffer__free.restype = None
     bpf.ring_buffer__free.argtypes = [ctypes.c_void_p]
+    return bpf
+
+
+def drain_ring(map_fd: int) -> list[bytes]:
+    """Every record waiting in a ring buffer map, consumed."""
+    bpf = _ring_api()
+    out: list[bytes] = []
+
+    def on_sample(_ctx: int, data: int, size: int) -> int:
+        out.append(ctypes.string_at(data, size))
+        return 0
+
+    callback = _SAMPLE_FN(on_sample)
+    rb = bpf.ring_buffer__new(map_fd, callback, None, None)
+    if not rb:
+        raise NetcError(f"cannot read the ring buffer: {os.strerror(ctypes.get_errno() or 22)}")
+    try:
+        while bpf.ring_buffer__consume(rb) > 0:
+            pass
+    finally:
+        bpf.ring_buffer__free(rb)
+    return out
+
+
+def stream_events(target: str, *, duration_s: float | None = None, poll_ms: int = 100,
+                  stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """Events from the target's ring, decoded, until duration_s passes or stop() says so."""
+    tv = view(target)
+    bpf = _ring_api()
     pending: list[bytes] = []
 
     def on_sample(_ctx: int, data: int, size: int) -> int:

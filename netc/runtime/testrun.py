@@ -15,7 +15,7 @@ from netc.ir.eval import Packet, evaluate_side
 from netc.ir.nodes import Direction, Program
 from netc.runtime import abi
 from netc.runtime.inventory import Container, Inventory
-from netc.runtime.materialize import Contents, endpoint_for, materialize
+from netc.runtime.materialize import endpoint_for, materialize
 from netc.runtime.packets import frame
 
 TC_ACT_OK = 0
@@ -24,15 +24,6 @@ TC_ACT_UNSPEC = -1
 LOOPBACK = 1
 
 PROGRAM_FOR = {Direction.INGRESS: "netc_to_container", Direction.EGRESS: "netc_from_container"}
-
-
-def map_sizes(contents: Contents, defaults: dict[str, int]) -> dict[str, int]:
-    """max_entries for each map: what the contents need, with headroom for inventory changes."""
-    out = {}
-    for name, default in defaults.items():
-        n = len(contents.maps.get(name, {}))
-        out[name] = max(64, n + n // 4 + 16) if name != "netc_endpoints" else max(default, n + 16)
-    return out
 
 
 @dataclass
@@ -51,16 +42,16 @@ class KernelClassifier:
         self.inventory = inventory
         self.contents = materialize(program, inventory)
         self.obj = BpfObject.open_mem(obj_bytes, "netc")
-        from netc.codegen.planner import policy_maps
+        from netc.runtime.loader import map_sizes
 
-        sizes = map_sizes(self.contents, {m.name: m.max_entries for m in policy_maps()})
+        sizes = map_sizes(self.contents, len(program.rules), len(inventory.containers))
         for name, n in sizes.items():
             self.obj.set_max_entries(name, n)
         self.obj.load()
         maps = self.obj.maps
         for name, entries in self.contents.maps.items():
             if name == "netc_endpoints":
-                continue
+                continue   # written per packet's endpoint, on ifindex 1 (see classify)
             m = maps[name]
             items = list(entries.items())
             if items:
