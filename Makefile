@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 NETC  := $(VENV)/bin/netc
 DEBS  := clang-16 llvm-16 libbpf1 libbpf-dev bpftool iproute2 linux-libc-dev nftables iptables \
-         iputils-ping procps
+         iputils-ping procps chromium bpfcc-tools python3-bpfcc linux-headers-amd64
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test demo lint typecheck fuzz clean

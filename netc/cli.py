@@ -687,3 +687,6 @@ def bench_load(n: int, containers: int, as_json: bool) -> None:
 
 def run() -> None:  # console entry for `python -m netc`
     main()
+main.add_command(__import__("netc.observe.cli", fromlist=["metrics"]).metrics)  # `netc metrics`: netc/observe/cli.py
+main.add_command(__import__("netc.observe.cli", fromlist=["graph"]).graph)  # `netc graph`: netc/observe/cli.py
+main.add_command(__import__("netc.observe.cli", fromlist=["trace"]).trace)  # `netc trace drops`: netc/observe/cli.py
