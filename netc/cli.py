@@ -364,9 +364,11 @@ def _target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
               help="Seconds to wait for another netc command that holds the lock.")
 @click.option("--json", "as_json", is_flag=True, help="Print the load report as JSON.")
+@click.option("--conntrack-size", type=int, default=None,
+              help="Entries of the connection-tracking table (first load of a target; default 262144).")
 @_guard
 def load(artifact: str, lab: str | None, inventory: str | None, name: str | None, attach: str | None,
-         wait_s: float, as_json: bool) -> None:
+         wait_s: float, as_json: bool, conntrack_size: int | None) -> None:
     """Load ARTIFACT (a .bpf.o, or a .netp compiled on the way) onto every container of a target.
 
     Loading a new version replaces the running one atomically on every container: each link moves
@@ -386,7 +388,8 @@ def load(artifact: str, lab: str | None, inventory: str | None, name: str | None
         with open(artifact, "rb") as fh:
             obj = fh.read()
     target = loader.resolve_target(inventory=inventory, lab=lab, name=name)
-    report = loader.load(obj, os.path.abspath(artifact), target, mode=attach, wait_s=wait_s)
+    report = loader.load(obj, os.path.abspath(artifact), target, mode=attach, wait_s=wait_s,
+                         conntrack_size=conntrack_size)
     if as_json:
         click.echo(json.dumps(report.__dict__, default=str, indent=2))
         return
@@ -556,6 +559,53 @@ def monitor(target: str | None, container: str | None, verdict: str | None, as_j
         sys.stdout.flush()
 
 
+@main.group()
+def conntrack() -> None:
+    """The connection-tracking table of a loaded target (needs root)."""
+
+
+@conntrack.command("list")
+@click.argument("target", required=False)
+@click.option("--container", help="Only this container's connections.")
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def conntrack_list(target: str | None, container: str | None, as_json: bool) -> None:
+    """Tracked connections: tuple, state, age, the rule that allowed the first packet."""
+    from netc.runtime import conntrack as ct
+    from netc.runtime.loader import check_privileges
+
+    check_privileges()
+    name = _only_target(target)
+    rows = ct.entries(name, container)
+    totals = ct.summary(name)
+    if as_json:
+        click.echo(json.dumps({"target": name, "entries": [r.to_json() for r in rows], "totals": totals},
+                              indent=2))
+        return
+    for r in rows:
+        first = (f"{r.a}:{r.port_a} -> {r.b}:{r.port_b}" if r.initiator == "a"
+                 else f"{r.b}:{r.port_b} -> {r.a}:{r.port_a}")
+        click.echo(f"{r.container:<12} {r.protocol:<6} {first:<48} {r.state:<12} age {r.age_s:>8.1f}s "
+                   f"idle {r.idle_s:>7.1f}s  {r.packets} pkts  {r.rule}")
+    click.echo(f"{totals['live']} live; made {totals['created']}, removed {totals['removed']}, "
+               f"flushed {totals['flushed']}, evicted {totals['evicted']}")
+
+
+@conntrack.command("flush")
+@click.argument("target", required=False)
+@click.option("--container", help="Only this container's connections.")
+@_guard
+def conntrack_flush(target: str | None, container: str | None) -> None:
+    """Forget tracked connections: their next packets are judged by the policy again."""
+    from netc.runtime import conntrack as ct
+    from netc.runtime.loader import check_privileges
+
+    check_privileges()
+    name = _only_target(target)
+    click.echo(f"flushed {ct.flush(name, container)} connection(s) of {name}"
+               + (f" ({container})" if container else ""))
+
+
 @main.command("maps")
 @click.argument("target")
 @click.argument("map_name", required=False)
@@ -690,3 +740,4 @@ def run() -> None:  # console entry for `python -m netc`
 main.add_command(__import__("netc.observe.cli", fromlist=["metrics"]).metrics)  # `netc metrics`: netc/observe/cli.py
 main.add_command(__import__("netc.observe.cli", fromlist=["graph"]).graph)  # `netc graph`: netc/observe/cli.py
 main.add_command(__import__("netc.observe.cli", fromlist=["trace"]).trace)  # `netc trace drops`: netc/observe/cli.py
+main.add_command(__import__("netc.export.cli", fromlist=["export"]).export)  # `netc export`: netc/export/cli.py

@@ -63,8 +63,16 @@ def policy_maps() -> tuple[MapSpec, ...]:
         MapSpec("netc_events", "ringbuf", "", "", 0, 0, RING_BYTES,
                 comment="flow events: denials, log and audit rules, sampled new connections"),
         MapSpec("netc_stats", "percpu_array", "__u32", "__u64", 4, 8, abi.STATS,
-                comment="events lost, counters full, malformed packets: per CPU"),
+                comment="events lost, counters full, malformed packets, conntrack churn: per CPU"),
+        MapSpec("netc_ct", "lru_hash", "struct netc_ct_key", "struct netc_ct_entry", abi.CT_KEY.size,
+                abi.CT_ENTRY.size, CT_ENTRIES,
+                comment="connection tracking, per endpoint: the oldest entry goes when it is full"),
+        MapSpec("netc_ct_timeouts", "array", "__u32", "__u64", 4, 8, abi.CT_TIMEOUTS,
+                comment="connection-tracking timeouts in ns, by state"),
     )
+
+
+CT_ENTRIES = 262144  # default size of the connection-tracking table (`netc load --conntrack-size`)
 
 
 RING_BYTES = 256 * 1024  # a power of two of pages: about 3,600 events before the reader must catch up

@@ -50,6 +50,8 @@ class Packet:
     icmp_type: int | None = None
     icmp_code: int | None = None
     fragment: bool = False         # a non-first fragment: no L4 header
+    tcp_flags: int = 0x02          # TCP only: SYN by default (the first packet of a connection)
+    icmp_id: int = 1               # ICMP echo only: the identifier
 
     @property
     def version(self) -> int:

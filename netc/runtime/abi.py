@@ -28,7 +28,7 @@ RULE_DEFAULT_ALLOW = 1
 RULE_DEFAULT_DENY = 2
 RULE_DEFAULT_ISO_ALLOW = 3
 RULE_MALFORMED = 4
-FIRST_RULE_ID = 16
+FIRST_RULE_ID = 16  # 5 and 6 are RULE_ESTABLISHED and RULE_RELATED (below)
 
 PRIO_BIAS = 1 << 20
 
@@ -50,7 +50,20 @@ OBSERVE_NEW = 0x4
 STAT_EVENTS_LOST = 0
 STAT_COUNTERS_FULL = 1
 STAT_MALFORMED = 2
-STATS = 4
+STAT_CT_CREATED = 3
+STAT_CT_REMOVED = 4
+STATS = 8
+
+CT_KEY = struct.Struct("<IBBH16s16sHH")       # ifindex, proto, family, pad, a, b, port_a, port_b
+CT_ENTRY = struct.Struct("<QQIBBBBQQ")        # created, last, rule_id, state, orig_a, dir, flags, packets, bytes
+CT_SYN_SENT, CT_SYN_RECV, CT_ESTABLISHED, CT_FIN_WAIT, CT_CLOSING, CT_UDP, CT_ICMP, CT_OTHER = range(1, 9)
+CT_STATES = {1: "syn-sent", 2: "syn-recv", 3: "established", 4: "fin-wait", 5: "closing", 6: "udp",
+             7: "icmp", 8: "other"}
+CT_TIMEOUTS = 9
+CT_TIMEOUT_DEFAULTS_S = {CT_SYN_SENT: 60, CT_SYN_RECV: 60, CT_ESTABLISHED: 7200, CT_FIN_WAIT: 120,
+                         CT_CLOSING: 10, CT_UDP: 60, CT_ICMP: 30, CT_OTHER: 60}
+RULE_ESTABLISHED = 5
+RULE_RELATED = 6
 
 EVENT_DENY = 1
 EVENT_ALLOW = 2

@@ -45,7 +45,16 @@ PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_c
 MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")   # one set per version
 # Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
 # ring a `netc monitor` is reading, and the loss/overflow statistics.
-SHARED = ("netc_counters", "netc_events", "netc_stats")
+SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct_timeouts")
+
+
+def write_ct_timeouts(m: Any, overrides: dict[int, float] | None = None) -> None:
+    """Fill netc_ct_timeouts (ns by state) from the defaults, or seconds given per state."""
+    from netc.runtime import abi
+
+    secs = {**abi.CT_TIMEOUT_DEFAULTS_S, **(overrides or {})}
+    for state, s in secs.items():
+        m.update(state.to_bytes(4, "little"), int(s * 1e9).to_bytes(8, "little"))
 BPF_FS_MAGIC = 0xCAFE4A11
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
 
@@ -235,7 +244,7 @@ def _open_pinned_prog(path: str) -> int:
 
 
 def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = None,
-         wait_s: float = 30.0) -> LoadReport:
+         wait_s: float = 30.0, conntrack_size: int | None = None) -> LoadReport:
     from netc.api import read_manifest
     from netc.runtime.libbpf import BpfObject, bpf_obj_get, bpf_obj_pin
 
@@ -287,6 +296,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                     finally:
                         os.close(fd)   # libbpf keeps its own duplicate
                     reused.append(name)
+            if conntrack_size:
+                sizes["netc_ct"] = conntrack_size
             for name, n in sizes.items():
                 if name not in reused:
                     obj.set_max_entries(name, n)
@@ -301,6 +312,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                     maps[name].update_batch(items)
                 m = maps[name]
                 report.map_bytes += sizes[name] * (m.key_size + m.value_size)
+            if "netc_ct_timeouts" not in reused:
+                write_ct_timeouts(maps["netc_ct_timeouts"])
             os.makedirs(shared_dir, exist_ok=True)
             for name in SHARED:
                 if name not in reused:

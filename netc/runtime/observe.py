@@ -22,6 +22,8 @@ from netc.runtime import abi
 from netc.runtime.inventory import Inventory
 
 DEFAULT_NAMES = {
+    abi.RULE_ESTABLISHED: "(established: a tracked connection or its reply)",
+    abi.RULE_RELATED: "(related: an ICMP error about a tracked connection)",
     abi.RULE_DEFAULT_ALLOW: "(default: no policy isolates this direction)",
     abi.RULE_DEFAULT_DENY: "(default deny: isolated, no rule matched)",
     abi.RULE_DEFAULT_ISO_ALLOW: "(default allow: isolated, every isolating policy says default allow)",
@@ -129,18 +131,22 @@ def unmatched_rules(target: str, rows: list[CounterRow] | None = None) -> list[R
     return [r for r in tv.program.rules if r.id not in hit and r.action.value != "audit"]
 
 
-def read_stats(target: str) -> dict[str, int]:
+def read_stats_raw(target: str) -> dict[int, int]:
+    """Every slot of netc_stats, summed over CPUs."""
     from netc.runtime.libbpf import per_cpu_values
 
-    out = {"events_lost": 0, "counters_full": 0, "malformed": 0}
-    names = {abi.STAT_EVENTS_LOST: "events_lost", abi.STAT_COUNTERS_FULL: "counters_full",
-             abi.STAT_MALFORMED: "malformed"}
+    out: dict[int, int] = {}
     with _shared_map(target, "netc_stats") as m:
-        for slot, name in names.items():
+        for slot in range(abi.STATS):
             raw = m.lookup(slot.to_bytes(4, "little"))
-            if raw is not None:
-                out[name] = sum(int.from_bytes(v, "little") for v in per_cpu_values(raw, 8))
+            out[slot] = sum(int.from_bytes(v, "little") for v in per_cpu_values(raw, 8)) if raw else 0
     return out
+
+
+def read_stats(target: str) -> dict[str, int]:
+    raw = read_stats_raw(target)
+    return {"events_lost": raw[abi.STAT_EVENTS_LOST], "counters_full": raw[abi.STAT_COUNTERS_FULL],
+            "malformed": raw[abi.STAT_MALFORMED]}
 
 
 # ---------------------------------------------------------------------- events

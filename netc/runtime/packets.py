@@ -17,13 +17,13 @@ DST_MAC = bytes.fromhex("020000000002")
 
 def _l4(pkt: Packet) -> bytes:
     if pkt.protocol == 6:
-        return struct.pack("!HHIIBBHHH", pkt.sport, pkt.dport, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+        return struct.pack("!HHIIBBHHH", pkt.sport, pkt.dport, 1, 0, 5 << 4, pkt.tcp_flags, 65535, 0, 0)
     if pkt.protocol == 17:
         return struct.pack("!HHHH", pkt.sport, pkt.dport, 8, 0)
     if pkt.protocol == 132:
         return struct.pack("!HHII", pkt.sport, pkt.dport, 1, 0)
     if pkt.protocol in (1, 58):
-        return struct.pack("!BBHHH", pkt.icmp_type or 0, pkt.icmp_code or 0, 0, 1, 1)
+        return struct.pack("!BBHHH", pkt.icmp_type or 0, pkt.icmp_code or 0, 0, pkt.icmp_id, 1)
     return b"\x00" * 8
 
 

@@ -56,9 +56,14 @@ class KernelClassifier:
             items = list(entries.items())
             if items:
                 m.update_batch(items)
+        from netc.runtime.loader import write_ct_timeouts
+
+        write_ct_timeouts(maps["netc_ct_timeouts"])
         self._endpoints = maps["netc_endpoints"]
+        self._ct = maps["netc_ct"]
         self._progs = self.obj.programs
         self._current: str | None = None
+        self.stateless = True   # each classify() judges a first packet: tracked state is cleared
 
     def close(self) -> None:
         self.obj.close()
@@ -79,7 +84,13 @@ class KernelClassifier:
         run = prog_test_run(self._progs[PROGRAM_FOR[direction]], frame(pkt))
         if run.retval not in (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC):
             raise AssertionError(f"unexpected return code {run.retval} for {pkt}")
+        if self.stateless:
+            self.flush_ct()
         return KernelVerdict(run.retval != TC_ACT_SHOT, run.retval)
+
+    def flush_ct(self) -> None:
+        for key in list(self._ct.keys()):
+            self._ct.delete(key)
 
 
 def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tuple[bool, str]]:

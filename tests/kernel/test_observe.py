@@ -59,23 +59,29 @@ def test_a_flood_fills_the_ring_and_every_lost_event_is_counted() -> None:
         assert ev[7] == abi.EVENT_DENY and ev[2] == abi.RULE_DEFAULT_DENY and ev[13] == 22
 
 
+def _count(kc: KernelClassifier, rule_id: int, eid: int) -> tuple[int, int]:
+    key = abi.COUNTER_KEY.pack(rule_id, eid, abi.DIR_INGRESS, abi.ACTION_ALLOW, 0)
+    raw = kc.obj.maps["netc_counters"].lookup(key)
+    assert raw is not None
+    values = [abi.COUNTER.unpack(v) for v in per_cpu_values(raw, abi.COUNTER.size)]
+    return sum(p for p, _ in values), sum(b for _, b in values)
+
+
 def test_counters_count_packets_and_bytes_per_rule() -> None:
+    """The first packet counts against the rule that allowed it, the rest of the connection
+    against connection tracking (established)."""
     compiled = api.compile(POLICY, name="count.netp")
     web = Container("web-1", ("10.0.0.5",), {"app": "web"})
     allow = next(r for r in compiled.program.rules if r.action.value == "allow")
     with KernelClassifier(compiled.object, compiled.program, Inventory([web])) as kc:
         pkt = Packet(6, "192.0.2.1", "10.0.0.5", 40000, 443)
         data = frame(pkt)
-        kc.classify(web, Direction.INGRESS, pkt)
-        prog_test_run(kc._progs["netc_to_container"], data, repeat=99)
+        kc.classify(web, Direction.INGRESS, pkt)           # sets the endpoint up; state is cleared
+        prog_test_run(kc._progs["netc_to_container"], data, repeat=100)
         _, ep = endpoint_for(compiled.program, kc.contents, web, 1, 1)
         eid = abi.ENDPOINT.unpack(ep)[1]
-        key = abi.COUNTER_KEY.pack(allow.id, eid, abi.DIR_INGRESS, abi.ACTION_ALLOW, 0)
-        raw = kc.obj.maps["netc_counters"].lookup(key)
-        assert raw is not None
-        packets = sum(abi.COUNTER.unpack(v)[0] for v in per_cpu_values(raw, abi.COUNTER.size))
-        octets = sum(abi.COUNTER.unpack(v)[1] for v in per_cpu_values(raw, abi.COUNTER.size))
-        assert packets == 100 and octets == 100 * len(data)
+        assert _count(kc, allow.id, eid) == (2, 2 * len(data))
+        assert _count(kc, abi.RULE_ESTABLISHED, eid) == (99, 99 * len(data))
 
 
 # ---------------------------------------------------------------------- real traffic in a lab

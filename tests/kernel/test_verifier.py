@@ -32,6 +32,8 @@ def test_the_artifact_still_carries_its_manifest(artifact, datapath):
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_RINGBUF = 27
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_LRU_HASH = 9
 
 
 def test_the_maps_exist_with_btf(datapath):
@@ -44,6 +46,8 @@ def test_the_maps_exist_with_btf(datapath):
         "netc_counters": (BPF_MAP_TYPE_PERCPU_HASH, abi.COUNTER_KEY.size, abi.COUNTER.size),
         "netc_events": (BPF_MAP_TYPE_RINGBUF, 0, 0),
         "netc_stats": (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
+        "netc_ct": (BPF_MAP_TYPE_LRU_HASH, abi.CT_KEY.size, abi.CT_ENTRY.size),
+        "netc_ct_timeouts": (BPF_MAP_TYPE_ARRAY, 4, 8),
     }
     assert set(maps) == set(expected)
     for name, (map_type, key_size, value_size) in expected.items():

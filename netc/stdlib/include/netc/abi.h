@@ -84,6 +84,51 @@ struct netc_wild_key {
 	__u16 pad2; /* explicit tail padding: keys are compared bytewise, so it must be zero */
 };
 
+/* Connection tracking (per endpoint: each side of a container-to-container flow keeps its own
+ * view, so both sides' policies judge a new connection). The tuple is normalized: `a` is the
+ * lower (address, port) end, so a packet and its reply find the same entry with one lookup. */
+struct netc_ct_key {
+	__u32 ifindex;  /* the endpoint's host-side veth */
+	__u8 proto;     /* IP protocol number (ICMP echo: 1 or 58, with the identifier as both ports) */
+	__u8 family;
+	__u16 pad;
+	__u8 a[16];     /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+	__u8 b[16];
+	__u16 port_a;   /* host order */
+	__u16 port_b;
+};
+
+#define NETC_CT_SYN_SENT    1
+#define NETC_CT_SYN_RECV    2
+#define NETC_CT_ESTABLISHED 3
+#define NETC_CT_FIN_WAIT    4 /* one side has sent FIN */
+#define NETC_CT_CLOSING     5 /* both sides have */
+#define NETC_CT_UDP         6
+#define NETC_CT_ICMP        7
+#define NETC_CT_OTHER       8
+
+#define NETC_CT_FIN_A 0x1
+#define NETC_CT_FIN_B 0x2
+
+struct netc_ct_entry {
+	__u64 created_ns;
+	__u64 last_ns;
+	__u32 rule_id;  /* the rule (or default) that allowed the first packet */
+	__u8 state;     /* NETC_CT_* */
+	__u8 orig_a;    /* 1: the first packet went from a to b */
+	__u8 dir;       /* the first packet's direction, as the endpoint sees it */
+	__u8 flags;     /* NETC_CT_FIN_* */
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Timeouts in ns, by state; slot NETC_CT_* of netc_ct_timeouts (an array the runtime fills). */
+#define NETC_CT_TIMEOUTS 9
+
+/* Counters of packets the tracker decided (rule_id in struct netc_counter_key). */
+#define NETC_RULE_ESTABLISHED 5 /* part of a tracked connection (or its reply) */
+#define NETC_RULE_RELATED     6 /* an ICMP error about a tracked connection */
+
 /* Per-CPU counters: packets and bytes per rule, endpoint and direction (defaults included). */
 struct netc_counter_key {
 	__u32 rule_id;     /* a rule id, or NETC_RULE_DEFAULT_* */
@@ -102,7 +147,9 @@ struct netc_counter {
 #define NETC_STAT_EVENTS_LOST   0 /* an event did not fit in the ring */
 #define NETC_STAT_COUNTERS_FULL 1 /* a counter could not be created: netc_counters is full */
 #define NETC_STAT_MALFORMED     2 /* dropped as malformed */
-#define NETC_STATS              4
+#define NETC_STAT_CT_CREATED    3 /* connection-tracking entries made */
+#define NETC_STAT_CT_REMOVED    4 /* ... removed by the datapath (RST, expiry) */
+#define NETC_STATS              8
 
 /* Event kinds on the netc_events ring. */
 #define NETC_EVENT_DENY  1
