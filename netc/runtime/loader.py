@@ -336,7 +336,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                            "ON CONFLICT(name) DO UPDATE SET inventory=excluded.inventory, "
                            "node_netns=excluded.node_netns, mode=excluded.mode",
                            (target.name, target.inventory_ref, target.node_netns, want_mode))
-                db.execute("INSERT INTO versions VALUES(?,?,?,?,?,?,?,?)",
+                db.execute("INSERT INTO versions(target, version, state, source, source_sha256, object, "
+                           "prog_ids, created_at) VALUES(?,?,?,?,?,?,?,?)",
                            (target.name, version, "loading", source, manifest["source_sha256"], obj_path,
                             json.dumps(prog_ids), time.time()))
             _fault("after-record")
@@ -392,8 +393,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                                     version, time.time()))
                 db.execute("UPDATE versions SET state='retired' WHERE target=? AND state='active'",
                            (target.name,))
-                db.execute("UPDATE versions SET state='active' WHERE target=? AND version=?",
-                           (target.name, version))
+                db.execute("UPDATE versions SET state='active', load_seconds=? WHERE target=? AND version=?",
+                           (time.perf_counter() - t0, target.name, version))
             _fault("after-commit")
         finally:
             obj.close()
@@ -659,7 +660,8 @@ def unload(target: str, *, wait_s: float = 30.0) -> list[str]:
         _rm_pins(base)
         objects = [v.object for v in st.versions(target)]
         with st.transaction() as db:
-            for table, col in (("attachments", "target"), ("versions", "target"), ("targets", "name")):
+            for table, col in (("attachments", "target"), ("versions", "target"), ("syncs", "target"),
+                               ("targets", "name")):
                 db.execute(f"DELETE FROM {table} WHERE {col}=?", (target,))
         for path in objects:
             _remove_version_files(path)
@@ -886,4 +888,6 @@ class Deployment:
             _write_atomically(_snapshot_path(self.object_path), json.dumps(inv.to_json()).encode())
         self.contents = new
         report.seconds = time.perf_counter() - t0
+        with State() as st:
+            st.record_sync(self.target.name, report.seconds)
         return report

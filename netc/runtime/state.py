@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at REAL NOT NULL,
     PRIMARY KEY (target, version)
 );
+CREATE TABLE IF NOT EXISTS syncs (
+    target TEXT NOT NULL,
+    seconds REAL NOT NULL,            -- wall time of one `netc sync` (inventory change applied)
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS attachments (
     target TEXT NOT NULL,
     container TEXT NOT NULL,
@@ -103,6 +108,9 @@ class State:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(versions)")}
+        if "load_seconds" not in cols:   # databases made before loads were timed
+            self.db.execute("ALTER TABLE versions ADD COLUMN load_seconds REAL")
 
     def close(self) -> None:
         self.db.close()
@@ -136,6 +144,13 @@ class State:
         return [Version(*r) for r in self.db.execute(
             "SELECT target, version, state, source, source_sha256, object, prog_ids, created_at "
             "FROM versions WHERE target=? ORDER BY version", (target,))]
+
+    def record_sync(self, target: str, seconds: float) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO syncs(target, seconds, at) VALUES(?,?,?)", (target, seconds, time.time()))
+            # keep the last hundred per target
+            db.execute("DELETE FROM syncs WHERE target=? AND rowid NOT IN (SELECT rowid FROM syncs "
+                       "WHERE target=? ORDER BY at DESC LIMIT 100)", (target, target))
 
     def active(self, target: str) -> Version | None:
         vs = [v for v in self.versions(target) if v.state == "active"]
