@@ -30,3 +30,38 @@ def datapath(artifact: bytes):
     with BpfObject.open_mem(artifact, "netc") as obj:
         obj.load()
         yield obj
+
+
+@pytest.fixture
+def make_lab(tmp_path, monkeypatch):
+    """Labs from topology text (the `containers:` entries), each test with its own state directory
+    and bpffs path; whatever a test loaded and every lab it made are removed afterwards."""
+    import shutil
+    import uuid
+
+    from netc.runtime import lab as labmod
+    from netc.runtime import loader
+
+    tag = uuid.uuid4().hex[:6]
+    bpffs = f"/sys/fs/bpf/netc-test-{tag}"
+    monkeypatch.setenv("NETC_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NETC_BPFFS", bpffs)
+    made = []
+
+    def make(containers: str):  # type: ignore[no-untyped-def]
+        topo = tmp_path / f"lab{len(made)}.yaml"
+        topo.write_text(f"name: t{tag}{len(made)}\ncontainers:\n{containers}")
+        lb = labmod.up(str(topo))
+        made.append(lb)
+        return lb
+
+    try:
+        yield make
+    finally:
+        for lb in made:
+            try:
+                loader.unload(lb.name)
+            except Exception:  # noqa: BLE001 - nothing loaded is fine here
+                pass
+            labmod.down(lb.name)
+        shutil.rmtree(bpffs, ignore_errors=True)

@@ -3,11 +3,9 @@ and real traffic in a lab with a server whose egress is closed."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
-import uuid
 
 import pytest
 
@@ -108,28 +106,10 @@ def test_an_icmp_error_about_a_tracked_connection_is_related(kc) -> None:  # typ
 
 # ---------------------------------------------------------------------- real traffic
 @pytest.fixture
-def lab(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    from netc.runtime import lab as labmod
-    from netc.runtime import loader
-
-    tag = uuid.uuid4().hex[:6]
-    bpffs = f"/sys/fs/bpf/netc-ct-{tag}"
-    monkeypatch.setenv("NETC_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("NETC_BPFFS", bpffs)
-    topo = tmp_path / "lab.yaml"
-    topo.write_text(f"name: ct{tag}\ncontainers:\n"
-                    "  - {name: db-1, labels: {app: db}, serve: ['tcp:5432', 'udp:5353']}\n"
-                    "  - {name: client-1, labels: {app: client}, serve: ['tcp:80']}\n")
-    lb = labmod.up(str(topo))
-    try:
-        yield lb, tmp_path
-    finally:
-        try:
-            loader.unload(lb.name)
-        except Exception:  # noqa: BLE001 - nothing loaded is fine here
-            pass
-        labmod.down(lb.name)
-        shutil.rmtree(bpffs, ignore_errors=True)
+def lab(make_lab, tmp_path):  # type: ignore[no-untyped-def]
+    lb = make_lab("  - {name: db-1, labels: {app: db}, serve: ['tcp:5432', 'udp:5353']}\n"
+                  "  - {name: client-1, labels: {app: client}, serve: ['tcp:80']}\n")
+    return lb, tmp_path
 
 
 def _udp_exchange(lb, sport: int) -> bool:  # type: ignore[no-untyped-def]

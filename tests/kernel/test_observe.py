@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
-import uuid
 
 import pytest
 
@@ -86,30 +84,12 @@ def test_counters_count_packets_and_bytes_per_rule() -> None:
 
 # ---------------------------------------------------------------------- real traffic in a lab
 @pytest.fixture
-def env(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    tag = uuid.uuid4().hex[:6]
-    bpffs = f"/sys/fs/bpf/netc-obs-{tag}"
-    monkeypatch.setenv("NETC_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("NETC_BPFFS", bpffs)
-    from netc.runtime import lab as labmod
-    from netc.runtime import loader
-
-    topo = tmp_path / "lab.yaml"
-    topo.write_text(f"name: obs{tag}\ncontainers:\n"
-                    "  - {name: web-1, labels: {app: web}, serve: ['tcp:80', 'udp:53']}\n"
-                    "  - {name: client-1, labels: {app: client}}\n")
-    lb = labmod.up(str(topo))
+def env(make_lab, tmp_path):  # type: ignore[no-untyped-def]
+    lb = make_lab("  - {name: web-1, labels: {app: web}, serve: ['tcp:80', 'udp:53']}\n"
+                  "  - {name: client-1, labels: {app: client}}\n")
     policy = tmp_path / "obs.netp"
     policy.write_text(POLICY)
-    try:
-        yield lb, str(policy)
-    finally:
-        try:
-            loader.unload(lb.name)
-        except Exception:  # noqa: BLE001 - nothing loaded is fine here
-            pass
-        labmod.down(lb.name)
-        shutil.rmtree(bpffs, ignore_errors=True)
+    return lb, str(policy)
 
 
 def test_a_denied_connection_is_an_event_naming_its_rule_and_the_counter_matches(env) -> None:  # type: ignore[no-untyped-def]
