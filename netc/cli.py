@@ -61,6 +61,12 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(3)
         except KeyboardInterrupt:
             sys.exit(130)
+        except Exception as exc:  # a bug in netc: say so plainly; the traceback on request
+            if os.environ.get("NETC_DEBUG"):
+                raise
+            click.echo(f"netc: internal error: {type(exc).__name__}: {exc}\n"
+                       "  this is a bug in netc; run again with NETC_DEBUG=1 for the traceback", err=True)
+            sys.exit(70)
     return wrapper
 
 
@@ -692,6 +698,30 @@ def bench_compile(n: int, as_json: bool, seed: int) -> None:
         click.echo(f"insns      {result['insns']}  (both programs; the same at any rule count)")
 
 main.add_command(__import__("netc.runtime.lab_cli", fromlist=["lab"]).lab)  # `netc lab`: netc/runtime/lab_cli.py
+
+@bench.command("datapath")
+@click.option("--rules", "n", type=int, default=10000, show_default=True)
+@click.option("--repeat", type=int, default=100_000, show_default=True)
+@click.option("--rounds", type=int, default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (figures in ns).")
+@_guard
+def bench_datapath(n: int, repeat: int, rounds: int, as_json: bool) -> None:
+    """Per-packet cost at N rules: empty program, established, first allowed/denied/default packet.
+
+    BPF_PROG_TEST_RUN medians of rounds; every repeat of "first allowed" is a new flow (a harness
+    rotates the source port; its own cost is subtracted). Needs root.
+    """
+    from netc.bench.datapath import run_datapath
+    from netc.runtime.loader import check_privileges
+
+    check_privileges()
+    result = run_datapath(n, repeat, rounds)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for k, v in result.items():
+        click.echo(f"{k:<18} {v}")
+
 
 @bench.command("events")
 @click.option("--repeat", type=int, default=100_000, show_default=True, help="Repeats per round.")
