@@ -752,36 +752,20 @@ class SyncReport:
     seconds: float = 0.0
 
 
-def _groups(c: Contents, name: str) -> dict[Any, dict[bytes, bytes]] | None:
-    return c.pairs if name == "netc_rules" else c.wild_pairs if name == "netc_wild" else None  # type: ignore[return-value]
-
-
 def _changed(old: Contents, new: Contents, name: str) -> list[tuple[bytes, bytes]]:
-    """Entries to write: the verdict tables compare by (policy set, atom) group, which is what an
-    inventory change adds or removes; the small maps compare entry by entry."""
-    og, ng = _groups(old, name), _groups(new, name)
-    if og is not None and ng is not None:
-        out: list[tuple[bytes, bytes]] = []
-        for key, entries in ng.items():
-            before = og.get(key)
-            if before is entries:
-                continue
-            out.extend((k, v) for k, v in entries.items() if before is None or before.get(k) != v)
-        return out
+    """Entries to write. The verdict tables change by whole (policy set, atom) groups, which an
+    incremental run lists; the small maps compare entry by entry."""
+    if new.changes is not None and name in new.changes:
+        added, _ = new.changes[name]
+        return [(k, v) for group in added for k, v in group.items()]
     old_m, new_m = old.maps.get(name, {}), new.maps.get(name, {})
     return [(k, v) for k, v in new_m.items() if old_m.get(k) != v]
 
 
 def _stale(old: Contents, new: Contents, name: str) -> list[bytes]:
-    og, ng = _groups(old, name), _groups(new, name)
-    if og is not None and ng is not None:
-        out: list[bytes] = []
-        for key, entries in og.items():
-            after = ng.get(key)
-            if after is entries:
-                continue
-            out.extend(k for k in entries if after is None or k not in after)
-        return out
+    if new.changes is not None and name in new.changes:
+        _, gone = new.changes[name]
+        return [k for group in gone for k in group]   # keys carry their pset and atom: no overlap
     old_m, new_m = old.maps.get(name, {}), new.maps.get(name, {})
     return [k for k in old_m if k not in new_m]
 

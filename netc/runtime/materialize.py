@@ -24,6 +24,7 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from netc.ir.addrset import AddrSet, PortSet, interval_to_prefixes
 from netc.ir.nodes import Action, Direction, Peer, Program, Protocol, Rule
@@ -90,6 +91,8 @@ class Contents:
     pairs: dict[tuple[int, int, int], dict[bytes, bytes]] = field(default_factory=dict)
     wild_pairs: dict[tuple[int, int], dict[bytes, bytes]] = field(default_factory=dict)
     atom_sigs: dict[int, tuple[tuple[int, ...], tuple[str, ...]]] = field(default_factory=dict)
+    # after an incremental run: the groups that are new, and the previous run's groups that went
+    changes: dict[str, tuple[list[Any], list[Any]]] | None = None
 
     def entries(self) -> int:
         return sum(len(m) for m in self.maps.values())
@@ -186,6 +189,7 @@ class Materializer:
         self.starts = {v: [r[0] for r in self.regions[v]] for v in (4, 6)}
         self._pset_rules: dict[tuple[frozenset[str], Direction], _PsetRules] = {}
         self._regions_for: tuple[Ids, dict[int, Sig], dict[bytes, bytes]] | None = None
+        self._pset_flags: dict[frozenset[str], tuple[Any, Any, Any]] = {}   # isolation, defaults, audits
         self._pair_cache: dict[tuple[frozenset[str], Direction, Sig, int, int], dict[bytes, bytes]] = {}
 
     def _regions(self, version: int, width: int) -> list[tuple[int, int, tuple[int, ...]]]:
@@ -299,7 +303,7 @@ class Materializer:
             if c.ifindex is None:
                 continue
             endpoints[c.ifindex.to_bytes(4, "little")] = _endpoint_value(program, pset_of[c.name], pid, eid,
-                                                                       c.labels)
+                                                                       c.labels, self._pset_flags)
         out.maps["netc_endpoints"] = endpoints
 
         # ------------------------------------------------------------ atoms
@@ -367,34 +371,47 @@ class Materializer:
     def _verdicts_incremental(self, out: Contents, psets: dict[int, frozenset[str]],
                               labels_of_identity: dict[tuple[str, ...], dict[str, str]],
                               previous: Contents) -> None:
-        """Keep the groups of every (pset, atom) both runs have; compute only the new ones."""
+        """Keep the groups of every (pset, atom) both runs have; compute only the new ones.
+        `previous` is consumed: its tables become this run's (a sync replaces it anyway)."""
         old_pids = {pid for pid in previous.psets.values()}
         new_pids, new_atoms = set(psets), set(out.atom_sigs)
-        rules_map = dict(previous.maps.get("netc_rules", {}))
-        wild_map = dict(previous.maps.get("netc_wild", {}))
-        for key, group in previous.pairs.items():
-            if key[0] in new_pids and key[2] in new_atoms:
-                out.pairs[key] = group
-            else:
-                for k in group:
-                    rules_map.pop(k, None)
-        for wkey, group in previous.wild_pairs.items():
-            if wkey[0] in new_pids:
-                out.wild_pairs[wkey] = group
-            else:
-                for k in group:
-                    wild_map.pop(k, None)
+        rules_map = previous.maps.get("netc_rules", {})
+        wild_map = previous.maps.get("netc_wild", {})
+        gone_rules: list[Any] = []
+        gone_wild: list[Any] = []
+        if old_pids <= new_pids and set(previous.atom_sigs) <= new_atoms:
+            out.pairs = previous.pairs            # nothing went: every group stays (the common case)
+            out.wild_pairs = previous.wild_pairs
+        else:
+            for key, group in previous.pairs.items():
+                if key[0] in new_pids and key[2] in new_atoms:
+                    out.pairs[key] = group
+                else:
+                    gone_rules.append(group)
+                    for k in group:
+                        rules_map.pop(k, None)
+            for wkey, group in previous.wild_pairs.items():
+                if wkey[0] in new_pids:
+                    out.wild_pairs[wkey] = group
+                else:
+                    gone_wild.append(group)
+                    for k in group:
+                        wild_map.pop(k, None)
         added_atoms = new_atoms - set(previous.atom_sigs)
         added_pids = new_pids - old_pids
-        before = set(out.pairs), set(out.wild_pairs)
+        n_pairs, n_wild = len(out.pairs), len(out.wild_pairs)
         self._verdicts(out, psets, labels_of_identity, added_pids, new_atoms)
         self._verdicts(out, psets, labels_of_identity, new_pids - added_pids, added_atoms)
-        for key in set(out.pairs) - before[0]:
-            rules_map.update(out.pairs[key])
-        for wkey in set(out.wild_pairs) - before[1]:
-            wild_map.update(out.wild_pairs[wkey])
+        # dicts keep insertion order: what _verdicts added is at the end
+        new_rules = list(out.pairs.values())[n_pairs:] if len(out.pairs) > n_pairs else []
+        new_wild = list(out.wild_pairs.values())[n_wild:] if len(out.wild_pairs) > n_wild else []
+        for group in new_rules:
+            rules_map.update(group)
+        for group in new_wild:
+            wild_map.update(group)
         out.maps["netc_rules"] = rules_map
         out.maps["netc_wild"] = wild_map
+        out.changes = {"netc_rules": (new_rules, gone_rules), "netc_wild": (new_wild, gone_wild)}
 
 
 def materialize(program: Program, inv: Inventory, ids: Ids | None = None) -> Contents:
@@ -494,11 +511,18 @@ def _isolation(program: Program, names: Iterable[str]) -> tuple[tuple[bool, bool
 
 
 def _endpoint_value(program: Program, names: frozenset[str], pid: int, endpoint_id: int,
-                    labels: dict[str, str]) -> bytes:
-    iso, deny = _isolation(program, names)
-    audited = tuple(any(r.action is Action.AUDIT and r.direction is d
-                        for p in program.policies if p.name in names for r in p.rules)
-                    for d in (Direction.INGRESS, Direction.EGRESS))
+                    labels: dict[str, str],
+                    cache: dict[frozenset[str], tuple[Any, Any, Any]] | None = None) -> bytes:
+    got = cache.get(names) if cache is not None else None
+    if got is None:
+        iso, deny = _isolation(program, names)
+        audited = tuple(any(r.action is Action.AUDIT and r.direction is d
+                            for p in program.policies if p.name in names for r in p.rules)
+                        for d in (Direction.INGRESS, Direction.EGRESS))
+        got = (iso, deny, audited)
+        if cache is not None:
+            cache[names] = got
+    iso, deny, audited = got
     observe, sample = observe_flags(program, labels)
     return abi.endpoint(pid, endpoint_id, iso, deny, (audited[0], audited[1]), observe, sample)
 
