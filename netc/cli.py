@@ -334,15 +334,18 @@ def _verdict_json(v: Any) -> dict[str, Any]:
 @click.option("--seed", type=int, default=1, show_default=True, help="Every case derives from this seed.")
 @click.option("--policies", type=int, default=50, show_default=True, help="Random policies to generate.")
 @click.option("--packets", type=int, default=200, show_default=True, help="Random packets per policy.")
+@click.option("--sequences", type=int, default=0,
+              help="Instead of single packets: this many conversations per policy (handshakes, replies, "
+                   "closes, timeouts), compared with the connection-tracking model.")
 @_guard
-def fuzz(seed: int, policies: int, packets: int) -> None:
+def fuzz(seed: int, policies: int, packets: int, sequences: int) -> None:
     """Compare the kernel with the reference semantics on random policies and packets (needs root).
 
     Prints every disagreement with the seed that reproduces it; exit 1 if there is one.
     """
-    from netc.runtime.fuzz import run_fuzz
+    from netc.runtime.fuzz import run_fuzz, run_sequences
 
-    report = run_fuzz(seed, policies, packets)
+    report = run_sequences(seed, policies, sequences) if sequences else run_fuzz(seed, policies, packets)
     for d in report.disagreements[:20]:
         click.echo(f"DISAGREE seed {d.seed}: {d.container.name} {d.direction.value} {d.packet}: kernel "
                    f"{'allows' if d.kernel_allows else 'denies'}, reference "

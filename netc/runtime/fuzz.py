@@ -205,3 +205,107 @@ def run_fuzz(seed: int, policies: int, packets: int, obj: bytes | None = None) -
                         ref.rule.location + " " + ref.rule.text if ref.rule else ref.reason.value))
         report.policies += 1
     return report
+
+
+# ---------------------------------------------------------------------- packet sequences
+SEQ_TIMEOUT_S = 0.5   # every state's timeout during sequence runs, so that expiry can be exercised
+SEQ_SLEEP_S = 0.65
+
+
+def random_conversation(rng: random.Random, inv: Inventory, c: Container
+                        ) -> list[tuple[Direction, Packet] | float]:
+    """A plausible exchange between container c and a remote, with stray packets and pauses mixed in.
+
+    Items are (direction as c sees it, packet) or a float: seconds to wait (past the timeouts)."""
+    from netc.ir.conntrack import ACK, FIN, RST, SYN
+
+    version = rng.choice([4, 6])
+    own = next(a for a in c.addresses if ipaddress.ip_address(a).version == version)
+    probe = random_packet(rng, inv, c, Direction.INGRESS)
+    remote = probe.src if ipaddress.ip_address(probe.src).version == version else (
+        "10.0.0.1" if version == 4 else "fd00::ffff")
+    proto = rng.choice([6, 6, 6, 17, 17, 132, 1 if version == 4 else 58, 47])
+    c_starts = rng.random() < 0.5
+    cport, rport = rng.randint(1024, 65535), rng.choice([22, 53, 80, 443, 1000, 5432, 8080, rng.randrange(65536)])
+    out_dir, in_dir = Direction.EGRESS, Direction.INGRESS
+
+    def pkt(from_c: bool, flags: int = 0, itype: int | None = None, ident: int = 7) -> tuple[Direction, Packet]:
+        # the initiator talks from cport/ephemeral to rport; replies come back swapped
+        initiator_is_c = c_starts
+        from_initiator = from_c == initiator_is_c
+        sport, dport = (cport, rport) if from_initiator else (rport, cport)
+        src, dst = (own, remote) if from_c else (remote, own)
+        d = out_dir if from_c else in_dir
+        if proto in (1, 58):
+            return d, Packet(proto, src, dst, 0, 0, itype if itype is not None else 8, 0, icmp_id=ident)
+        return d, Packet(proto, src, dst, sport, dport, tcp_flags=flags)
+
+    fc = c_starts          # "from the initiator" expressed as from_c
+    steps: list[tuple[Direction, Packet] | float] = []
+    if proto == 6:
+        script = [(fc, SYN), (not fc, SYN | ACK), (fc, ACK), (fc, ACK), (not fc, ACK)]
+        end = rng.random()
+        if end < 0.4:
+            script += [(fc, FIN | ACK), (not fc, FIN | ACK), (fc, ACK)]
+        elif end < 0.7:
+            script += [(rng.random() < 0.5, RST | ACK), (not fc, ACK)]
+        else:
+            script += [(not fc, ACK)]
+        for from_c, flags in script:
+            steps.append(pkt(from_c, flags))
+    elif proto in (1, 58):
+        req, rep = (8, 0) if proto == 1 else (128, 129)
+        ident = rng.choice([0, 7, 300])
+        steps += [pkt(fc, itype=req, ident=ident), pkt(not fc, itype=rep, ident=ident),
+                  pkt(not fc, itype=rep, ident=ident + 1)]
+    else:
+        steps += [pkt(fc), pkt(not fc), pkt(not fc), pkt(fc)]
+    # strays: the same flow again, mid-stream packets, fragments
+    for _ in range(rng.randint(0, 3)):
+        steps.insert(rng.randrange(len(steps) + 1), pkt(rng.random() < 0.5, rng.choice([ACK, SYN, 0])))
+    if rng.random() < 0.02:   # rare: each pause costs real time (the kernel's clock is real)
+        steps.insert(rng.randrange(1, len(steps) + 1), SEQ_SLEEP_S)
+        steps.append(pkt(not fc, ACK))
+    return steps
+
+
+def run_sequences(seed: int, policies: int, conversations: int, obj: bytes | None = None) -> FuzzReport:
+    """Kernel vs the connection-tracking reference model on packet sequences (needs root)."""
+    import time
+
+    from netc import api
+    from netc.ir.conntrack import ConntrackModel
+    from netc.runtime.loader import write_ct_timeouts
+    from netc.runtime.testrun import KernelClassifier
+
+    report = FuzzReport()
+    for case_seed, text, inv in cases(seed, policies):
+        res = api.check(text, name=f"fuzz-{case_seed}.netp")
+        assert res.program is not None, res.errors
+        if obj is None:
+            obj = api.compile(text, name="fuzz.netp").object
+        rng = random.Random(case_seed ^ 0x5E0)
+        with KernelClassifier(obj, res.program, inv) as kc:
+            kc.stateless = False
+            write_ct_timeouts(kc.obj.maps["netc_ct_timeouts"], {s: SEQ_TIMEOUT_S for s in range(1, 9)})
+            for _ in range(conversations):
+                c = rng.choice(inv.containers)
+                kc.flush_ct()
+                model = ConntrackModel({s: SEQ_TIMEOUT_S for s in range(1, 9)})
+                for item in random_conversation(rng, inv, c):
+                    if isinstance(item, float):
+                        time.sleep(item)
+                        continue
+                    d, pkt = item
+                    now = time.monotonic()
+                    k = kc.classify(c, d, pkt)
+                    m = model.step(res.program, inv, c, d, pkt, now)
+                    report.packets += 1
+                    if k.allowed != m:
+                        ref = evaluate_side(res.program, inv, pkt, c, d)
+                        report.disagreements.append(Disagreement(
+                            case_seed, text, c, d, pkt, k.allowed, m,
+                            f"model ({'tracked' if m != ref.allowed else ref.reason.value})"))
+                        break
+        report.policies += 1
+    return report

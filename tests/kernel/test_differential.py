@@ -17,3 +17,16 @@ def test_kernel_agrees_with_reference_on_random_policies() -> None:
                       f"{'allows' if d.reference_allows else 'denies'} ({d.reference_rule})\n{d.policy}"
                       for d in report.disagreements[:3])
     assert not report.disagreements, shown
+
+
+def test_kernel_agrees_with_the_conntrack_model_on_packet_sequences() -> None:
+    """Handshakes, replies, closes, resets, strays and timeouts, over 200 random policies."""
+    from netc.runtime.fuzz import run_sequences
+
+    report = run_sequences(seed=2027, policies=200, conversations=6)
+    assert report.policies == 200 and report.packets > 5000
+    shown = "\n".join(f"seed {d.seed}: {d.container.name} {d.direction.value} {d.packet}: kernel "
+                      f"{'allows' if d.kernel_allows else 'denies'}, model "
+                      f"{'allows' if d.reference_allows else 'denies'}\n{d.policy}"
+                      for d in report.disagreements[:3])
+    assert not report.disagreements, shown
