@@ -234,7 +234,39 @@ def map_sizes(contents: Contents, rules: int = 0, endpoints: int = 0) -> dict[st
         out[name] = max(64, n + n // 4 + 64)
     # counters are allocated on first use; this bounds them (rule x endpoint x direction x action)
     out["netc_counters"] = min(1 << 20, max(65536, (rules + 4) * max(1, endpoints) * 2))
+    check_map_budget(contents, out)
     return out
+
+
+# Bytes the kernel spends per entry beyond key and value (hash element / LPM node headers),
+# rounded up: enough to say before loading whether a policy fits, not an exact account.
+ENTRY_OVERHEAD = 64
+MAX_ENTRIES = (1 << 31) - 1
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
+
+
+def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
+    """Refuse, before anything is loaded, a policy × inventory whose maps cannot be had: say how
+    many entries and bytes it needs. (Never a "map full" at run time instead.)"""
+    from netc.runtime import abi
+
+    widths = {"netc_endpoints": 4 + abi.ENDPOINT.size, "netc_addrs": abi.ADDR_KEY.size + abi.ADDR_INFO.size,
+              "netc_rules": abi.RULE_KEY.size + abi.VERDICT.size, "netc_wild": abi.WILD_KEY.size + abi.VERDICT.size}
+    limit = int(float(os.environ.get("NETC_MAP_MEMORY_LIMIT", str(4 << 30))))
+    need = 0
+    for name, width in widths.items():
+        n = sizes.get(name, 0)
+        if n > MAX_ENTRIES:
+            raise LoadError(f"map {name} would need {n:,} entries; a BPF map holds at most {MAX_ENTRIES:,}")
+        need += len(contents.maps.get(name, {})) * (width + ENTRY_OVERHEAD)
+    if need > limit:
+        counts = ", ".join(f"{name} {len(contents.maps.get(name, {})):,}" for name in widths)
+        raise LoadError(f"this policy on this inventory needs about {_size(need)} of kernel map memory "
+                        f"({counts} entries), more than the limit of {_size(limit)} "
+                        "(NETC_MAP_MEMORY_LIMIT); split the policy, or raise the limit if the node has the memory")
 
 
 def _open_pinned_prog(path: str) -> int:
@@ -811,6 +843,17 @@ class Deployment:
         self.materializer = Materializer(self.program)
         self.contents = self.materializer.run(written_for, self.ids)
 
+    def _check_room(self, new: Contents) -> None:
+        """An inventory change that would overflow a loaded map is refused before any write."""
+        with _pinned_maps(self.target.name, self.version) as maps:
+            for name in MAPS:
+                need = len(new.maps.get(name, {}))
+                have = maps[name].max_entries
+                if need > have:
+                    raise LoadError(f"this inventory change needs {need:,} entries in {name}, which was sized "
+                                    f"for {have:,} when v{self.version} loaded; run `netc load` again to "
+                                    "resize (nothing was changed)")
+
     def sync(self, inventory: Inventory | None = None, *, wait_s: float = 30.0) -> SyncReport:
         from netc.runtime.libbpf import bpf_obj_get, bpf_obj_pin
 
@@ -822,6 +865,7 @@ class Deployment:
         inv, gone = live_inventory(self.target)
         new = self.materializer.run(inv, self.ids, previous=self.contents)
         report = SyncReport(self.target.name, self.version, skipped=gone)
+        self._check_room(new)
         base, _ = _paths(self.target.name)
         with exclusive(wait_s=wait_s), State() as st:
             with _pinned_maps(self.target.name, self.version) as maps:

@@ -766,3 +766,17 @@ def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     assert p.returncode == 0, p.stderr
     rt.expect_traffic({Z: True, W: False, client_in: False, Flow("web-1", "api-1", 8080): True},
                       "after relabelling and sync")
+
+
+def test_a_policy_too_big_for_the_map_budget_is_refused_before_loading(monkeypatch) -> None:
+    from netc.errors import LoadError
+    from netc.runtime.inventory import Container, Inventory
+    from netc.runtime.loader import map_sizes
+    from netc.runtime.materialize import materialize
+
+    res = api.check(os.path.join(ROOT, "examples", "three-tier.netp"))
+    contents = materialize(res.program, Inventory([Container("a", ("10.0.0.1",), {"app": "web"}, ifindex=5)]))
+    assert map_sizes(contents, 10, 1)["netc_addrs"] >= len(contents.maps["netc_addrs"])
+    monkeypatch.setenv("NETC_MAP_MEMORY_LIMIT", "1000")
+    with pytest.raises(LoadError, match=r"needs about .* of kernel map memory .*NETC_MAP_MEMORY_LIMIT"):
+        map_sizes(contents, 10, 1)
