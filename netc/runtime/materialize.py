@@ -123,9 +123,23 @@ def _rank(rule: Rule, order: dict[int, int]) -> int:
     return abi.rank(rule.priority, rule.action is Action.DENY, order[rule.id])
 
 
-def _winners(rules: list[Rule], bucket: int, frag: bool) -> list[tuple[int, int, Rule]]:
+SLOTS = [(bucket, frag) for bucket in BUCKETS for frag in (False, True)]
+
+
+def _axes(rule: Rule, cache: dict[int, list[PortSet | None]]) -> list[PortSet | None]:
+    """The rule's port axis in every (bucket, fragment) slot, computed once per rule."""
+    got = cache.get(rule.id)
+    if got is None:
+        got = [_rule_axis(rule, bucket, frag) for bucket, frag in SLOTS]
+        cache[rule.id] = got
+    return got
+
+
+def _winners(rules: list[Rule], bucket: int, frag: bool,
+             cands: list[tuple[Rule, PortSet]] | None = None) -> list[tuple[int, int, Rule]]:
     """Port intervals (lo, hi, winner), merged, for rules sorted best first."""
-    cands = [(r, ax) for r in rules if (ax := _rule_axis(r, bucket, frag)) is not None]
+    if cands is None:
+        cands = [(r, ax) for r in rules if (ax := _rule_axis(r, bucket, frag)) is not None]
     if not cands:
         return []
     if len(cands) == 1 or cands[0][1].ranges == ((0, 65535),):
@@ -190,6 +204,7 @@ class Materializer:
         self._pset_rules: dict[tuple[frozenset[str], Direction], _PsetRules] = {}
         self._regions_for: tuple[Ids, dict[int, Sig], dict[bytes, bytes]] | None = None
         self._pset_flags: dict[frozenset[str], tuple[Any, Any, Any]] = {}   # isolation, defaults, audits
+        self._axes: dict[int, list[PortSet | None]] = {}
         self._pair_cache: dict[tuple[frozenset[str], Direction, Sig, int, int], dict[bytes, bytes]] = {}
 
     def _regions(self, version: int, width: int) -> list[tuple[int, int, tuple[int, ...]]]:
@@ -270,7 +285,7 @@ class Materializer:
         ar = self._atom_rules(pr, sig, labels)
         if ar:
             _fill(out, ar, self.order, lambda proto, frag, port, bits:
-                  abi.rule_key(pid, atom, d.abi | (FRAG if frag else 0), proto, port, bits))
+                  abi.rule_key(pid, atom, d.abi | (FRAG if frag else 0), proto, port, bits), self._axes)
         self._pair_cache[ck] = out
         return out
 
@@ -280,12 +295,23 @@ class Materializer:
         for klass in (abi.CLASS_WORLD, abi.CLASS_HOST, abi.CLASS_CONTAINER):
             wr = [r for r in pr.rules if _class_match(r.peer, klass)]
             _fill(out, wr, self.order, lambda proto, frag, port, bits, k=klass:
-                  abi.wild_key(pid, d.abi | (FRAG if frag else 0), k, proto, port, bits))
+                  abi.wild_key(pid, d.abi | (FRAG if frag else 0), k, proto, port, bits), self._axes)
         return out
 
     def run(self, inv: Inventory, ids: Ids | None = None, previous: Contents | None = None) -> Contents:
         """The map contents for an inventory. With `previous` (same program, same ids), groups of
         entries whose policy set and atom did not change are taken over as they are."""
+        import gc
+
+        enabled = gc.isenabled()
+        gc.disable()   # millions of small acyclic objects at 100,000 rules: nothing for the GC to find
+        try:
+            return self._run(inv, ids, previous)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _run(self, inv: Inventory, ids: Ids | None, previous: Contents | None) -> Contents:
         program = self.program
         out = Contents(ids=ids if ids is not None else Ids())
 
@@ -431,25 +457,40 @@ def _emit_addr(target: dict[bytes, bytes], version: int, width: int, lo: int, hi
         target[key] = info
 
 
-def _fill(target: dict[bytes, bytes], rules: list[Rule], order: dict[int, int], make_key) -> None:  # type: ignore[no-untyped-def]
+def _fill(target: dict[bytes, bytes], rules: list[Rule], order: dict[int, int], make_key,  # type: ignore[no-untyped-def]
+          axes: dict[int, list[PortSet | None]] | None = None) -> None:
     """Entries for rules sorted best first: each port interval carries its winning decisive rule,
     and the best audit rule that also matches there (audit rules report, they never decide)."""
     if not rules:
         return
-    decisive = [r for r in rules if r.action is not Action.AUDIT]
-    audits = [r for r in rules if r.action is Action.AUDIT]
-    for bucket in BUCKETS:
-        for frag in (False, True):
-            win = _winners(decisive, bucket, frag)
-            aud = _winners(audits, bucket, frag) if audits else []
-            for lo, hi, d, a in _overlay(win, aud):
-                if d is not None:
-                    value = _verdict(d, order, a.id if a is not None else 0)
-                else:
-                    assert a is not None
-                    value = abi.verdict(0, 0, abi.ACTION_NONE, 0, a.id)
-                for port, plen in interval_to_prefixes(lo, hi, 16):
-                    target[make_key(bucket, frag, port, plen)] = value
+    cache = axes if axes is not None else {}
+    if len(rules) == 1 and rules[0].action is not Action.AUDIT:
+        # the common case at scale (an atom only one rule names): its own ranges, no sweep
+        r = rules[0]
+        value = _verdict(r, order)
+        for slot, ax in enumerate(_axes(r, cache)):
+            if ax is not None:
+                bucket, frag = SLOTS[slot]
+                for lo, hi in ax.ranges:
+                    for port, plen in interval_to_prefixes(lo, hi, 16):
+                        target[make_key(bucket, frag, port, plen)] = value
+        return
+    per_rule = [(r, _axes(r, cache), r.action is Action.AUDIT) for r in rules]
+    for slot, (bucket, frag) in enumerate(SLOTS):
+        dec_c = [(r, ax[slot]) for r, ax, audit in per_rule if not audit and ax[slot] is not None]
+        aud_c = [(r, ax[slot]) for r, ax, audit in per_rule if audit and ax[slot] is not None]
+        if not dec_c and not aud_c:
+            continue
+        win = _winners([], bucket, frag, dec_c)  # type: ignore[arg-type]
+        aud = _winners([], bucket, frag, aud_c) if aud_c else []  # type: ignore[arg-type]
+        for lo, hi, d, a in _overlay(win, aud):
+            if d is not None:
+                value = _verdict(d, order, a.id if a is not None else 0)
+            else:
+                assert a is not None
+                value = abi.verdict(0, 0, abi.ACTION_NONE, 0, a.id)
+            for port, plen in interval_to_prefixes(lo, hi, 16):
+                target[make_key(bucket, frag, port, plen)] = value
 
 
 def _overlay(win: list[tuple[int, int, Rule]], aud: list[tuple[int, int, Rule]]
