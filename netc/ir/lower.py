@@ -11,7 +11,6 @@ import zlib
 
 from netc.dsl import ast as A
 from netc.ir import nodes as N
-from netc.ir.addrset import PortSet
 from netc.ir.lb import DEFAULT_TABLE
 from netc.ir.passes.check_types import Env, parse_duration
 from netc.ir.passes.resolve_imports import Unit
@@ -157,5 +156,3 @@ def _test(decl: A.TestDecl, unit: Unit) -> N.TestBlock:
             _endpoint(e.backend) if e.backend else None, e.span, span_text(unit.sources, e.span)))
     return N.TestBlock(decl.name, containers, tuple(expectations), decl.span)
 
-
-__all__ = ["lower", "span_text", "PortSet"]

@@ -13,7 +13,6 @@ from typing import Any
 
 from netc.ir.eval import Packet, evaluate_side
 from netc.ir.nodes import Direction, Program
-from netc.runtime import abi
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.materialize import endpoint_for, materialize
 from netc.runtime.packets import frame
@@ -132,10 +131,3 @@ def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tu
                 out[id(r)] = (ok, msg + ("" if ok or not agree else
                                          f" (kernel {'allows' if kernel_allowed else 'denies'})"))
     return out
-
-
-def endpoint_key(ifindex: int) -> bytes:
-    return ifindex.to_bytes(4, "little")
-
-
-__all__ = ["KernelClassifier", "run_kernel_tests", "abi"]

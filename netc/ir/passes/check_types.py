@@ -270,7 +270,6 @@ class Checker:
         src = SourceFile.from_text(display_path(path), text)
         register_source(src)
         self.unit.sources[src.path] = src
-        nets: list[AddrSet] = []
         bad = 0
         v4: list[tuple[int, int]] = []
         v6: list[tuple[int, int]] = []
@@ -291,7 +290,6 @@ class Checker:
             (v4 if net.version == 4 else v6).append((int(net.network_address), int(net.broadcast_address)))
         if bad:
             return None
-        nets.append(AddrSet(tuple(v4), tuple(v6)))
         return SetValue(SetKind.ADDRESSES, addrs=AddrSet.union_all([AddrSet(tuple(sorted(v4)), tuple(sorted(v6)))]))
 
     # ------------------------------------------------------------------ selectors
