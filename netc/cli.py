@@ -702,6 +702,32 @@ def bench_compile(n: int, as_json: bool, seed: int) -> None:
 
 main.add_command(__import__("netc.runtime.lab_cli", fromlist=["lab"]).lab)  # `netc lab`: netc/runtime/lab_cli.py
 
+@bench.command("compare")
+@click.option("--rules", "n", type=int, default=10000, show_default=True)
+@click.option("--packets", type=int, default=50_000, show_default=True)
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (figures in ns per packet).")
+@_guard
+def bench_compare(n: int, packets: int, rounds: int, as_json: bool) -> None:
+    """Added kernel time per packet of netc, nftables (sets) and iptables (linear chain) enforcing one
+    generated policy of N rules on a lab it makes and removes (docs/performance.md). Needs root."""
+    from netc.bench.compare import run as run_compare
+    from netc.runtime.loader import check_privileges
+
+    check_privileges()
+    result = run_compare(n, packets, rounds)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for k, v in result.items():
+        if isinstance(v, dict):
+            click.echo(f"{k}:")
+            for k2, v2 in v.items():
+                click.echo(f"  {k2:<20} {v2}")
+        else:
+            click.echo(f"{k:<22} {v}")
+
+
 @bench.command("datapath")
 @click.option("--rules", "n", type=int, default=10000, show_default=True)
 @click.option("--repeat", type=int, default=100_000, show_default=True)
