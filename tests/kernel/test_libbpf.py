@@ -98,7 +98,10 @@ def bpffs(tmp_path):
     path.mkdir()
     proc = subprocess.run(["mount", "-t", "bpf", "bpf", str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount bpffs: {proc.stderr.strip()}")
+        # a kernel test: under NETC_REQUIRE_KERNEL=1 a missing capability is a failure, not a skip
+        from tests.conftest import require_kernel
+
+        (pytest.fail if require_kernel() else pytest.skip)(f"cannot mount bpffs: {proc.stderr.strip()}")
     try:
         yield path
     finally:
