@@ -682,6 +682,16 @@ def bench() -> None:
     """Measure netc: every figure comes from a command, not from a timed test."""
 
 
+def _print_figures(result: dict[str, Any], as_json: bool) -> None:
+    """A benchmark's figures: one JSON object, or one `name value` line each."""
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    width = max(len(k) for k in result) + 2
+    for k, v in result.items():
+        click.echo(f"{k:<{width}} {v}")
+
+
 @bench.command("compile")
 @click.option("--rules", "n", type=int, default=10000, show_default=True, help="Number of rules to generate.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -745,11 +755,7 @@ def bench_datapath(n: int, repeat: int, rounds: int, as_json: bool) -> None:
 
     check_privileges()
     result = run_datapath(n, repeat, rounds)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    for k, v in result.items():
-        click.echo(f"{k:<18} {v}")
+    _print_figures(result, as_json)
 
 
 @bench.command("events")
@@ -765,11 +771,7 @@ def bench_events(repeat: int, rounds: int, as_json: bool) -> None:
 
     check_privileges()
     result = run_events(repeat, rounds)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    for k, v in result.items():
-        click.echo(f"{k:<18} {v}")
+    _print_figures(result, as_json)
 
 
 @bench.command("load")
@@ -787,11 +789,7 @@ def bench_load(n: int, containers: int, as_json: bool) -> None:
 
     check_privileges()
     result = run_load(n, containers)
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    for k, v in result.items():
-        click.echo(f"{k:<22} {v}")
+    _print_figures(result, as_json)
 
 
 def run() -> None:  # console entry for `python -m netc`

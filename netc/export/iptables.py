@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from netc.export.model import (
     NDP_TYPES,
+    PROTO_NAMES,
     Chain,
     Entry,
     clean,
@@ -34,7 +35,6 @@ from netc.ir.addrset import PortSet
 from netc.ir.nodes import Action, Direction, Program
 from netc.runtime.inventory import Inventory
 
-PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
 COMMENT_MAX = 120          # the comment match allows 255
 CHAIN_MAX = 28             # longest iptables chain name
 ESTABLISHED = "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"

@@ -39,6 +39,8 @@ from netc.ir.addrset import AddrSet, PortSet
 from netc.ir.nodes import Action, Direction, Peer, Program, Protocol, Rule
 from netc.runtime.inventory import Container, Inventory
 
+# protocol names both iptables and nftables understand
+PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
 NDP_TYPES = (133, 134, 135, 136, 137)
 PORT_PROTOCOLS = (Protocol.TCP.value, Protocol.UDP.value, Protocol.SCTP.value)
 FAMILY_OF_ICMP = {Protocol.ICMP.value: 4, Protocol.ICMPV6.value: 6}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from netc.export.model import (
     NDP_TYPES,
+    PROTO_NAMES,
     Chain,
     Entry,
     clean,
@@ -37,7 +38,6 @@ from netc.ir.addrset import AddrSet, PortSet
 from netc.ir.nodes import Action, Direction, Program
 from netc.runtime.inventory import Inventory
 
-PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
 COMMENT_MAX = 120          # nft refuses comments longer than 128 characters
 _IND = "\t"
 
