@@ -72,6 +72,33 @@ def policy_maps() -> tuple[MapSpec, ...]:
     )
 
 
+def service_maps(program: object) -> tuple[MapSpec, ...]:
+    """Load-balancing maps. Sized from the program (one service entry per `vip` line, two table
+    regions per entry); netc_backends is sized by the loader from the inventory."""
+    from netc.ir.nodes import Program
+
+    assert isinstance(program, Program)
+    vips = [(s, v) for s in program.services for v in s.vips]
+    slots = sum(2 * s.table_size for s, _ in vips)
+    return (
+        MapSpec("netc_services", "hash", "struct netc_svc_key", "struct netc_service", abi.SVC_KEY.size,
+                abi.SERVICE.size, max(1, len(vips)),
+                comment="(VIP, port, protocol) -> service: balance, active table region, affinity"),
+        MapSpec("netc_backends", "array", "__u32", "struct netc_backend", 4, abi.BACKEND.size,
+                BACKENDS,
+                comment="backend id -> address, port and whether it takes new connections"),
+        MapSpec("netc_lb_table", "array", "__u32", "__u32", 4, 4, max(1, slots),
+                comment="selection tables (Maglev or weighted sequence), two regions per service"),
+        MapSpec("netc_lb_rr", "array", "__u32", "__u64", 4, 8, len(vips) + 1,
+                comment="service id -> round-robin position"),
+        MapSpec("netc_affinity", "lru_hash", "struct netc_affinity_key", "struct netc_affinity",
+                abi.AFFINITY_KEY.size, abi.AFFINITY.size, AFFINITY_ENTRIES,
+                comment="(service, client address) -> the backend it keeps, for `affinity client-ip`"),
+    )
+
+
+BACKENDS = 1024           # default size of netc_backends; the loader sizes it from the inventory
+AFFINITY_ENTRIES = 65536  # clients remembered per node for `affinity client-ip`
 CT_ENTRIES = 262144  # default size of the connection-tracking table (`netc load --conntrack-size`)
 
 
@@ -93,4 +120,4 @@ def plan(program: object) -> ProgramPlan:
         features.add("limits")
     if program.observes:
         features.add("observe")
-    return ProgramPlan(policy_maps(), len(rules), tuple(sorted(features)))
+    return ProgramPlan(policy_maps() + service_maps(program), len(rules), tuple(sorted(features)))

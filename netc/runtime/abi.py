@@ -52,10 +52,17 @@ STAT_COUNTERS_FULL = 1
 STAT_MALFORMED = 2
 STAT_CT_CREATED = 3
 STAT_CT_REMOVED = 4
+STAT_LB_REJECTED = 5
+STAT_LB_NEW = 6
 STATS = 8
 
-CT_KEY = struct.Struct("<IBBH16s16sHH")       # ifindex, proto, family, pad, a, b, port_a, port_b
-CT_ENTRY = struct.Struct("<QQIBBBBQQ")        # created, last, rule_id, state, orig_a, dir, flags, packets, bytes
+CT_KEY = struct.Struct("<IBBBx16s16sHH")      # ifindex, proto, family, rev, pad, a, b, port_a, port_b
+# created, last, rule_id, state, orig_a, dir, flags, packets, bytes,
+# nat, backend_id, nat_port, nat_port2, nat_addr, nat_addr2
+CT_ENTRY = struct.Struct("<QQIBBBBQQB3xIHH4x16s16s")
+NAT_DNAT = 0x1
+NAT_SNAT = 0x2
+NAT_REVERSE = 0x4
 CT_SYN_SENT, CT_SYN_RECV, CT_ESTABLISHED, CT_FIN_WAIT, CT_CLOSING, CT_UDP, CT_ICMP, CT_OTHER = range(1, 9)
 CT_STATES = {1: "syn-sent", 2: "syn-recv", 3: "established", 4: "fin-wait", 5: "closing", 6: "udp",
              7: "icmp", 8: "other"}
@@ -111,3 +118,36 @@ def endpoint(pset: int, endpoint_id: int, isolated: tuple[bool, bool], default_d
     return ENDPOINT.pack(pset, endpoint_id, int(isolated[0]), int(isolated[1]),
                          int(default_deny[0]), int(default_deny[1]), int(audited[0]), int(audited[1]),
                          observe, sample)
+
+
+# ---------------------------------------------------------------------- services (load balancing)
+BALANCE_MAGLEV = 1
+BALANCE_RANDOM = 2
+BALANCE_ROUND_ROBIN = 3
+BALANCES = {"maglev": BALANCE_MAGLEV, "random": BALANCE_RANDOM, "round-robin": BALANCE_ROUND_ROBIN}
+BACKEND_ACTIVE = 0x1
+
+SVC_KEY = struct.Struct("<16sHBx")           # VIP (v4-mapped), port (host order), proto, pad
+SERVICE = struct.Struct("<IIIB3xQ")          # svc_id, table_base, table_len, balance, pad, affinity_ns
+BACKEND = struct.Struct("<16sHBBI")          # addr, port, family, flags, svc_id
+AFFINITY_KEY = struct.Struct("<I16s")        # svc_id, client address
+AFFINITY = struct.Struct("<QI4x")            # last_ns, backend_id, pad
+
+
+def addr16(address: str) -> bytes:
+    """An address as the datapath keys it: IPv6, or IPv4 as ::ffff:a.b.c.d."""
+    ip = ipaddress.ip_address(address)
+    return ip.packed if ip.version == 6 else b"\x00" * 10 + b"\xff\xff" + ip.packed
+
+
+def svc_key(vip: str, port: int, proto: int) -> bytes:
+    return SVC_KEY.pack(addr16(vip), port, proto)
+
+
+def service(svc_id: int, table_base: int, table_len: int, balance: int, affinity_ns: int) -> bytes:
+    return SERVICE.pack(svc_id, table_base, table_len, balance, affinity_ns)
+
+
+def backend(address: str, port: int, active: bool, svc_id: int) -> bytes:
+    return BACKEND.pack(addr16(address), port, ipaddress.ip_address(address).version,
+                        BACKEND_ACTIVE if active else 0, svc_id)

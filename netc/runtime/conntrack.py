@@ -35,6 +35,7 @@ class CtEntry:
     packets: int
     bytes: int
     key: bytes
+    translated: str = ""    # service connections: the backend as "address:port"
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -53,47 +54,63 @@ def _flushed_path(target: str) -> str:
 
 
 def entries(target: str, container: str | None = None) -> list[CtEntry]:
+    return _scan(target, container)[0]
+
+
+def _scan(target: str, container: str | None) -> tuple[list[CtEntry], list[bytes]]:
+    """The listed entries, and the keys of the reverse-translation entries (not listed: each is
+    the twin of a listed service connection)."""
     tv = view(target)
     by_ifindex = {c.ifindex: c.name for c in tv.inventory.containers if c.ifindex is not None}
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     out: list[CtEntry] = []
+    twins: list[bytes] = []
     protos = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6", 0: "other"}
     with _shared_map(target, "netc_ct") as m:
         for key, value in m.items():
-            ifindex, proto, family, _, a, b, pa, pb = abi.CT_KEY.unpack(key)
-            created, last, rule_id, state, orig_a, d, _flags, packets, octets = abi.CT_ENTRY.unpack(value)
+            ifindex, proto, family, rev, a, b, pa, pb = abi.CT_KEY.unpack(key)
+            (created, last, rule_id, state, orig_a, d, _flags, packets, octets,
+             nat, _backend, nat_port, _nat_port2, nat_addr, _nat_addr2) = abi.CT_ENTRY.unpack(value)
             name = by_ifindex.get(ifindex, f"ifindex {ifindex}")
             if container and name != container:
                 continue
+            if rev:
+                twins.append(key)
+                continue
+            translated = f"{_addr(nat_addr, family)}:{nat_port}" if nat & abi.NAT_DNAT else ""
             loc, text, _ = tv.describe_rule(rule_id)
             out.append(CtEntry(name, protos.get(proto, str(proto)), _addr(a, family), pa, _addr(b, family), pb,
                                "a" if orig_a else "b", "ingress" if d == abi.DIR_INGRESS else "egress",
                                abi.CT_STATES.get(state, str(state)), round((now - created) / 1e9, 3),
-                               round((now - last) / 1e9, 3), f"{loc} {text}".strip(), packets, octets, key))
+                               round((now - last) / 1e9, 3), f"{loc} {text}".strip(), packets, octets, key,
+                               translated))
     out.sort(key=lambda e: (e.container, e.age_s))
-    return out
+    return out, twins
 
 
 def flush(target: str, container: str | None = None) -> int:
     """Delete tracked connections (of one container, or all); returns how many."""
-    gone = 0
-    keys = [e.key for e in entries(target, container)]
+    gone = twins_gone = 0
+    listed, twins = _scan(target, container)
     with _shared_map(target, "netc_ct") as m:
-        for k in keys:
-            gone += bool(m.delete(k))
+        for e in listed:
+            gone += bool(m.delete(e.key))
+        for k in twins:
+            twins_gone += bool(m.delete(k))
     path = _flushed_path(target)
     before = 0
     if os.path.exists(path):
         with open(path) as fh:
             before = int(json.load(fh).get("flushed", 0))
     with open(path, "w") as fh:
-        json.dump({"flushed": before + gone}, fh)
+        json.dump({"flushed": before + gone + twins_gone}, fh)  # every entry, for the eviction count
     return gone
 
 
 def summary(target: str) -> dict[str, int]:
     raw = read_stats_raw(target)
-    live = len(entries(target))
+    listed, twins = _scan(target, None)
+    live = len(listed) + len(twins)
     flushed = 0
     path = _flushed_path(target)
     if os.path.exists(path):

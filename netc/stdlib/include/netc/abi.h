@@ -91,7 +91,8 @@ struct netc_ct_key {
 	__u32 ifindex;  /* the endpoint's host-side veth */
 	__u8 proto;     /* IP protocol number (ICMP echo: 1 or 58, with the identifier as both ports) */
 	__u8 family;
-	__u16 pad;
+	__u8 rev;       /* 1: the reverse-translation entry of a service connection (NETC_NAT_REVERSE) */
+	__u8 pad;
 	__u8 a[16];     /* IPv6, or IPv4 as ::ffff:a.b.c.d */
 	__u8 b[16];
 	__u16 port_a;   /* host order */
@@ -120,7 +121,24 @@ struct netc_ct_entry {
 	__u8 flags;     /* NETC_CT_FIN_* */
 	__u64 packets;
 	__u64 bytes;
+	/* Service translation (load balancing). A connection to a VIP has two entries: the forward
+	 * one, keyed by the tuple the client sent (client, VIP), holds the state and the backend; the
+	 * reverse one (key.rev = 1), keyed by the translated tuple, says how to restore a reply. */
+	__u8 nat;          /* NETC_NAT_*; 0: not translated */
+	__u8 nat_pad[3];
+	__u32 backend_id;  /* index in netc_backends (forward and reverse entries) */
+	__u16 nat_port;    /* forward: the backend's port; reverse: the VIP's port */
+	__u16 nat_port2;   /* reverse: the client's port */
+	__u32 nat_pad2;
+	__u8 nat_addr[16]; /* forward: the backend's address; reverse: the VIP */
+	__u8 nat_addr2[16];/* reverse: the client's address */
 };
+
+#define NETC_NAT_DNAT    0x1 /* forward entry: rewrite the destination to (nat_addr, nat_port) */
+#define NETC_NAT_SNAT    0x2 /* forward entry, hairpin (the client is the backend): the source
+			      * becomes the VIP, or the client would receive its own address */
+#define NETC_NAT_REVERSE 0x4 /* reverse entry: a reply's source becomes (nat_addr, nat_port), its
+			      * destination (nat_addr2, nat_port2) */
 
 /* Timeouts in ns, by state; slot NETC_CT_* of netc_ct_timeouts (an array the runtime fills). */
 #define NETC_CT_TIMEOUTS 9
@@ -190,5 +208,60 @@ struct netc_verdict {
 };
 
 #define NETC_PRIO_BIAS (1u << 20) /* priorities are -2^20 .. 2^20-1 */
+
+/*
+ * Services: east-west load balancing at the client's host-side veth (docs/load-balancing.md).
+ *   netc_services  hash   (VIP, port, protocol)        -> service entry (one per `vip` line)
+ *   netc_backends  array  backend id                   -> address, port, active flag
+ *   netc_lb_table  array  slot                         -> backend id; each service owns two
+ *                  regions of `table_size` slots: the runtime writes the inactive one, then
+ *                  switches `table_base` with one update of the service entry (atomic)
+ *   netc_lb_rr     array  service id                   -> round-robin position
+ *   netc_affinity  lru    (service id, client address) -> backend id, last use
+ * Backend id 0 and service id 0 are never used.
+ */
+#define NETC_BALANCE_MAGLEV      1 /* slot = flow hash % table_len (Maglev table) */
+#define NETC_BALANCE_RANDOM      2 /* slot = random % table_len (same weighted table) */
+#define NETC_BALANCE_ROUND_ROBIN 3 /* slot = position++ % table_len (weighted sequence) */
+
+#define NETC_BACKEND_ACTIVE 0x1 /* may take new connections (not drained, container present) */
+
+struct netc_svc_key {
+	__u8 addr[16]; /* the VIP: IPv6, or IPv4 as ::ffff:a.b.c.d */
+	__u16 port;    /* host order */
+	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct netc_service {
+	__u32 svc_id;
+	__u32 table_base;  /* first slot of the active table in netc_lb_table */
+	__u32 table_len;   /* slots in use; 0: no backend can take a connection (reject) */
+	__u8 balance;      /* NETC_BALANCE_* */
+	__u8 pad[3];
+	__u64 affinity_ns; /* `affinity client-ip`: keep a client on its backend this long; 0: off */
+};
+
+struct netc_backend {
+	__u8 addr[16];  /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+	__u16 port;     /* host order */
+	__u8 family;    /* 4 or 6 */
+	__u8 flags;     /* NETC_BACKEND_* */
+	__u32 svc_id;
+};
+
+struct netc_affinity_key {
+	__u32 svc_id;
+	__u8 addr[16]; /* the client */
+};
+
+struct netc_affinity {
+	__u64 last_ns;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+#define NETC_STAT_LB_REJECTED 5 /* packets to a service with no active backend, answered with ICMP */
+#define NETC_STAT_LB_NEW      6 /* connections given a backend */
 
 #endif /* NETC_ABI_H */
