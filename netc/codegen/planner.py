@@ -94,6 +94,8 @@ def service_maps(program: object) -> tuple[MapSpec, ...]:
         MapSpec("netc_affinity", "lru_hash", "struct netc_affinity_key", "struct netc_affinity",
                 abi.AFFINITY_KEY.size, abi.AFFINITY.size, AFFINITY_ENTRIES,
                 comment="(service, client address) -> the backend it keeps, for `affinity client-ip`"),
+        MapSpec("netc_lb_scratch", "percpu_array", "__u32", "struct netc_nat", 4, abi.NAT_SCRATCH_SIZE, 1,
+                comment="per-CPU scratch: how the packet being classified is translated"),
     )
 
 

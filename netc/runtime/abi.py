@@ -132,6 +132,7 @@ SERVICE = struct.Struct("<IIIB3xQ")          # svc_id, table_base, table_len, ba
 BACKEND = struct.Struct("<16sHBBI")          # addr, port, family, flags, svc_id
 AFFINITY_KEY = struct.Struct("<I16s")        # svc_id, client address
 AFFINITY = struct.Struct("<QI4x")            # last_ns, backend_id, pad
+NAT_SCRATCH_SIZE = 84                        # sizeof(struct netc_nat): the datapath's own scratch
 
 
 def addr16(address: str) -> bytes:

@@ -26,6 +26,8 @@ DATAPATH_TEMPLATE = "datapath.c.j2"
 # The maps the datapath template refers to by name; the plan must provide each of them.
 REQUIRED_MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild", "netc_counters", "netc_events",
                  "netc_stats", "netc_ct", "netc_ct_timeouts")
+LB_MAPS = ("netc_services", "netc_backends", "netc_lb_table", "netc_lb_rr", "netc_affinity",
+           "netc_lb_scratch")  # with services
 
 MAP_TYPES = {
     "hash": "BPF_MAP_TYPE_HASH",
@@ -120,7 +122,8 @@ def environment() -> jinja2.Environment:
 
 def _check_plan(plan: ProgramPlan) -> None:
     names = [m.name for m in plan.maps]
-    missing = [n for n in REQUIRED_MAPS if n not in names]
+    required = REQUIRED_MAPS + (LB_MAPS if "services" in plan.features else ())
+    missing = [n for n in required if n not in names]
     if missing:
         raise CompileError(f"program plan lacks map(s) the datapath needs: {', '.join(missing)}")
     if len(set(names)) != len(names):
@@ -149,5 +152,6 @@ def generate_c(plan: ProgramPlan, manifest_summary: Mapping[str, Any]) -> str:
         manifest=summary,
         maps=[_map_context(m) for m in plan.maps],
         features=list(plan.features),
+        lb="services" in plan.features,   # service translation: only programs with services pay for it
         rule_count=plan.rule_count,
     )

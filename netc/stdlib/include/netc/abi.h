@@ -261,6 +261,22 @@ struct netc_affinity {
 	__u32 pad;
 };
 
+/* How the datapath rewrites one packet of a service connection (per-CPU scratch, netc_lb_scratch):
+ * each field whose old and new values differ. Not shared with user space. */
+struct netc_nat {
+	__u8 op;          /* NETC_NAT_DNAT (| NETC_NAT_SNAT) or NETC_NAT_REVERSE; 0: no translation */
+	__u8 proto;
+	__u8 family;
+	__u8 pad;
+	__u32 backend_id;
+	__u32 l4_off;
+	__u16 sport_old, sport_new, dport_old, dport_new; /* host order */
+	__u8 saddr_old[16];
+	__u8 saddr_new[16];
+	__u8 daddr_old[16];
+	__u8 daddr_new[16];
+};
+
 #define NETC_STAT_LB_REJECTED 5 /* packets to a service with no active backend, answered with ICMP */
 #define NETC_STAT_LB_NEW      6 /* connections given a backend */
 
