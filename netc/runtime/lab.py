@@ -178,9 +178,9 @@ def parse_container_spec(data: Any, where: str = "container") -> ContainerSpec:
         raise TopologyError(f"{at}: `serve` must be a list such as [\"tcp:80\", \"udp:53\"]")
     serve: list[tuple[str, int]] = []
     for s in serve_raw:
-        m = re.fullmatch(r"\s*(tcp|udp)\s*:\s*(\d{1,5})\s*", str(s))
+        m = re.fullmatch(r"\s*(tcp|udp|echo)\s*:\s*(\d{1,5})\s*", str(s))
         if not m or not 1 <= int(m.group(2)) <= 65535:
-            raise TopologyError(f"{at}: `{s}` is not a server; write `tcp:PORT` or `udp:PORT` "
+            raise TopologyError(f"{at}: `{s}` is not a server; write `tcp:PORT`, `udp:PORT` or `echo:PORT` "
                                 "with a port from 1 to 65535")
         entry = (m.group(1), int(m.group(2)))
         if entry in serve:

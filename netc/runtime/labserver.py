@@ -1,7 +1,9 @@
 """A tiny server for lab containers: `python -m netc.runtime.labserver --tcp 80 --udp 53 --name web-1`.
 
 TCP (IPv4 and IPv6 on one dual-stack socket): every connection gets `netc <name> tcp <port>\\n`,
-then the server closes it. UDP (one IPv4 and one IPv6 socket): every datagram is answered with
+then the server closes it. Echo (`--echo PORT`, TCP): the connection stays open and every line the
+client sends is answered with `netc <name> echo <port> <line>`, until the client closes it: a
+long-lived connection, to see which backend serves it from start to end. UDP (one IPv4 and one IPv6 socket): every datagram is answered with
 `netc <name> udp <port>\\n`, sent from the address it was sent to (so a connected client socket
 accepts the reply even on a container with several addresses).
 
@@ -74,6 +76,38 @@ def _on_accept(sock: socket.socket, reply: bytes) -> None:
             conn.shutdown(socket.SHUT_WR)
 
 
+def _on_echo_accept(sock: socket.socket, reply: bytes, sel: selectors.BaseSelector) -> None:
+    try:
+        conn, _ = sock.accept()
+    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        return
+    conn.setblocking(False)
+    sel.register(conn, selectors.EVENT_READ, (_on_echo_data, (reply, bytearray())))
+
+
+def _on_echo_data(conn: socket.socket, state: tuple[bytes, bytearray], sel: selectors.BaseSelector) -> None:
+    prefix, pending = state
+    try:
+        data = conn.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        data = b""
+    if not data:
+        sel.unregister(conn)
+        conn.close()
+        return
+    pending += data
+    while b"\n" in pending:
+        line, _, rest = bytes(pending).partition(b"\n")
+        pending[:] = rest
+        conn.setblocking(True)
+        conn.settimeout(1.0)
+        with contextlib.suppress(OSError):
+            conn.sendall(prefix + line + b"\n")
+        conn.setblocking(False)
+
+
 def _reply_cmsg(level: int, ctype: int, data: bytes) -> list[tuple[int, int, bytes]]:
     """The pktinfo control message that makes the reply leave from the address that was asked."""
     if level == socket.IPPROTO_IP and ctype == IP_PKTINFO and len(data) >= 12:
@@ -101,7 +135,8 @@ def _on_datagram(sock: socket.socket, reply: bytes) -> None:
         sock.sendmsg([reply], cmsg, 0, peer)
 
 
-def serve(name: str, tcp: list[int], udp: list[int], ready: Callable[[], None] | None = None) -> None:
+def serve(name: str, tcp: list[int], udp: list[int], ready: Callable[[], None] | None = None,
+          echo: list[int] | None = None) -> None:
     sel = selectors.DefaultSelector()
     sockets: list[socket.socket] = []
     try:
@@ -109,6 +144,10 @@ def serve(name: str, tcp: list[int], udp: list[int], ready: Callable[[], None] |
             s = _tcp_socket(port)
             sockets.append(s)
             sel.register(s, selectors.EVENT_READ, (_on_accept, f"netc {name} tcp {port}\n".encode()))
+        for port in echo or []:
+            s = _tcp_socket(port)
+            sockets.append(s)
+            sel.register(s, selectors.EVENT_READ, (_on_echo_accept, f"netc {name} echo {port} ".encode()))
         for port in udp:
             for s in _udp_sockets(port):
                 sockets.append(s)
@@ -118,7 +157,10 @@ def serve(name: str, tcp: list[int], udp: list[int], ready: Callable[[], None] |
         while True:
             for key, _ in sel.select():
                 handler, reply = key.data
-                handler(key.fileobj, reply)
+                if handler in (_on_echo_accept, _on_echo_data):
+                    handler(key.fileobj, reply, sel)
+                else:
+                    handler(key.fileobj, reply)
     finally:
         sel.close()
         for s in sockets:
@@ -147,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", required=True, help="the container name put in every reply")
     ap.add_argument("--tcp", action="append", default=[], help="a TCP port to listen on (repeatable, or comma-separated)")
     ap.add_argument("--udp", action="append", default=[], help="a UDP port to answer on (repeatable, or comma-separated)")
+    ap.add_argument("--echo", action="append", default=[],
+                    help="a TCP port whose connections stay open, each line answered (repeatable)")
     args = ap.parse_args(argv)
-    tcp, udp = _ports(args.tcp, "tcp"), _ports(args.udp, "udp")
+    tcp, udp, echo = _ports(args.tcp, "tcp"), _ports(args.udp, "udp"), _ports(args.echo, "echo")
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
@@ -161,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         os.close(devnull)
 
     try:
-        serve(args.name, tcp, udp, ready)
+        serve(args.name, tcp, udp, ready, echo)
     except OSError as exc:
         print(f"labserver {args.name}: {exc}", file=sys.stderr)
         return 1
