@@ -56,7 +56,7 @@ STAT_LB_REJECTED = 5
 STAT_LB_NEW = 6
 STATS = 8
 
-CT_KEY = struct.Struct("<IBBBx16s16sHH")      # ifindex, proto, family, rev, pad, a, b, port_a, port_b
+CT_KEY = struct.Struct("<IBBH16s16sHH")       # ifindex, proto, family, pad, a, b, port_a, port_b
 # created, last, rule_id, state, orig_a, dir, flags, packets, bytes,
 # nat, backend_id, nat_port, nat_port2, nat_addr, nat_addr2
 CT_ENTRY = struct.Struct("<QQIBBBBQQB3xIHH4x16s16s")

@@ -68,13 +68,13 @@ def _scan(target: str, container: str | None) -> tuple[list[CtEntry], list[bytes
     protos = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6", 0: "other"}
     with _shared_map(target, "netc_ct") as m:
         for key, value in m.items():
-            ifindex, proto, family, rev, a, b, pa, pb = abi.CT_KEY.unpack(key)
+            ifindex, proto, family, _, a, b, pa, pb = abi.CT_KEY.unpack(key)
             (created, last, rule_id, state, orig_a, d, _flags, packets, octets,
              nat, _backend, nat_port, _nat_port2, nat_addr, _nat_addr2) = abi.CT_ENTRY.unpack(value)
             name = by_ifindex.get(ifindex, f"ifindex {ifindex}")
             if container and name != container:
                 continue
-            if rev:
+            if nat & abi.NAT_REVERSE:
                 twins.append(key)
                 continue
             translated = f"{_addr(nat_addr, family)}:{nat_port}" if nat & abi.NAT_DNAT else ""

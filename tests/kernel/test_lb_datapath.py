@@ -135,8 +135,8 @@ def test_first_packet_goes_to_the_backend_with_checksums_updated(lb):
     assert checksums_ok(out)
     # two entries: forward (client, VIP) with the backend, reverse keyed by the translated tuple
     entries = lb.ct()
-    assert sorted(k[3] for k, _ in entries) == [0, 1]
-    fwd = next(v for k, v in entries if k[3] == 0)
+    assert sorted(v[9] for _, v in entries) == [abi.NAT_DNAT, abi.NAT_REVERSE]
+    fwd = next(v for _, v in entries if v[9] == abi.NAT_DNAT)
     assert fwd[9] == abi.NAT_DNAT and fwd[11] == 8080
 
 
@@ -152,7 +152,7 @@ def test_the_rest_of_the_connection_and_its_replies(lb):
     ret, out = lb.run(Direction.EGRESS, Packet(6, "10.1.0.1", "10.96.0.20", 40000, 80, tcp_flags=ACK))
     assert ret == TC_ACT_OK and tuple_of(out)[:4] == ("10.1.0.1", "10.1.0.2", 40000, 8080)
     assert checksums_ok(out)
-    state = next(v for k, v in lb.ct() if k[3] == 0)[3]
+    state = next(v for _, v in lb.ct() if v[9] == abi.NAT_DNAT)[3]
     assert state == abi.CT_ESTABLISHED
 
 

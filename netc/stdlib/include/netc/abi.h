@@ -91,8 +91,7 @@ struct netc_ct_key {
 	__u32 ifindex;  /* the endpoint's host-side veth */
 	__u8 proto;     /* IP protocol number (ICMP echo: 1 or 58, with the identifier as both ports) */
 	__u8 family;
-	__u8 rev;       /* 1: the reverse-translation entry of a service connection (NETC_NAT_REVERSE) */
-	__u8 pad;
+	__u16 pad;
 	__u8 a[16];     /* IPv6, or IPv4 as ::ffff:a.b.c.d */
 	__u8 b[16];
 	__u16 port_a;   /* host order */
@@ -123,7 +122,8 @@ struct netc_ct_entry {
 	__u64 bytes;
 	/* Service translation (load balancing). A connection to a VIP has two entries: the forward
 	 * one, keyed by the tuple the client sent (client, VIP), holds the state and the backend; the
-	 * reverse one (key.rev = 1), keyed by the translated tuple, says how to restore a reply. */
+	 * reverse one (nat = NETC_NAT_REVERSE), keyed by the translated tuple, says how to restore a
+	 * reply; one lookup finds either. */
 	__u8 nat;          /* NETC_NAT_*; 0: not translated */
 	__u8 nat_pad[3];
 	__u32 backend_id;  /* index in netc_backends (forward and reverse entries) */
@@ -267,7 +267,7 @@ struct netc_nat {
 	__u8 op;          /* NETC_NAT_DNAT (| NETC_NAT_SNAT) or NETC_NAT_REVERSE; 0: no translation */
 	__u8 proto;
 	__u8 family;
-	__u8 pad;
+	__u8 reply;       /* NETC_NAT_REVERSE: the packet goes from the backend (a reply) */
 	__u32 backend_id;
 	__u32 l4_off;
 	__u16 sport_old, sport_new, dport_old, dport_new; /* host order */
