@@ -43,9 +43,14 @@ from netc.runtime.state import State, StateError, bpffs_root, exclusive
 
 PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_container"}
 MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")   # one set per version
+# The service maps, also one set per version (filled by runtime/services.py; pinned with MAPS).
+LB_MAPS = ("netc_services", "netc_backends", "netc_lb_table", "netc_lb_rr")
+VERSION_MAPS = MAPS + LB_MAPS
 # Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
-# ring a `netc monitor` is reading, and the loss/overflow statistics.
-SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct_timeouts")
+# ring a `netc monitor` is reading, the loss/overflow statistics, connection tracking and the
+# clients `affinity client-ip` keeps on their backends.
+SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct_timeouts", "netc_affinity")
+AFFINITY_UNUSED = 64   # netc_affinity's size while no service asks for affinity
 
 
 def write_ct_timeouts(m: Any, overrides: dict[int, float] | None = None) -> None:
@@ -225,15 +230,26 @@ def _rm_pins(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def map_sizes(contents: Contents, rules: int = 0, endpoints: int = 0) -> dict[str, int]:
+def map_sizes(contents: Contents, rules: int = 0, endpoints: int = 0, lb: Any = None,
+              program: Program | None = None) -> dict[str, int]:
     """max_entries for each map: what the contents need plus headroom for inventory changes; a
-    size the kernel cannot give is refused here, before loading, with the figure needed."""
+    size the kernel cannot give is refused here, before loading, with the figure needed.
+    With `lb` (services.LbContents) and `program`, the service maps are sized too."""
     out = {}
     for name in MAPS:
         n = len(contents.maps.get(name, {}))
         out[name] = max(64, n + n // 4 + 64)
     # counters are allocated on first use; this bounds them (rule x endpoint x direction x action)
     out["netc_counters"] = min(1 << 20, max(65536, (rules + 4) * max(1, endpoints) * 2))
+    if lb is not None and program is not None:
+        from netc.codegen.planner import AFFINITY_ENTRIES
+        from netc.runtime import services
+
+        out["netc_backends"] = services.backends_size(lb, contents.ids)
+        out["netc_lb_table"] = max(1, services.lb_table_slots(program))
+        out["netc_affinity"] = AFFINITY_ENTRIES if any(s.affinity_s for s in program.services) else AFFINITY_UNUSED
+        # entries, not sizes: the service hash holds one per VIP entry
+        out["netc_services"] = max(1, sum(len(s.vips) for s in program.services))
     check_map_budget(contents, out)
     return out
 
@@ -255,6 +271,10 @@ def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
 
     widths = {"netc_endpoints": 4 + abi.ENDPOINT.size, "netc_addrs": abi.ADDR_KEY.size + abi.ADDR_INFO.size,
               "netc_rules": abi.RULE_KEY.size + abi.VERDICT.size, "netc_wild": abi.WILD_KEY.size + abi.VERDICT.size}
+    # maps whose memory the kernel allocates at creation, whatever they hold: counted by size
+    prealloc = {"netc_backends": abi.BACKEND.size, "netc_lb_table": 8, "netc_services":
+                abi.SVC_KEY.size + abi.SERVICE.size + ENTRY_OVERHEAD, "netc_affinity":
+                abi.AFFINITY_KEY.size + abi.AFFINITY.size + ENTRY_OVERHEAD}
     limit = int(float(os.environ.get("NETC_MAP_MEMORY_LIMIT", str(4 << 30))))
     need = 0
     for name, width in widths.items():
@@ -262,11 +282,23 @@ def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
         if n > MAX_ENTRIES:
             raise LoadError(f"map {name} would need {n:,} entries; a BPF map holds at most {MAX_ENTRIES:,}")
         need += len(contents.maps.get(name, {})) * (width + ENTRY_OVERHEAD)
+    for name, width in prealloc.items():
+        n = sizes.get(name, 0)
+        if n > MAX_ENTRIES:
+            raise LoadError(f"map {name} would need {n:,} entries; a BPF map holds at most {MAX_ENTRIES:,}")
+        need += n * width
     if need > limit:
-        counts = ", ".join(f"{name} {len(contents.maps.get(name, {})):,}" for name in widths)
+        counts = ", ".join([f"{name} {len(contents.maps.get(name, {})):,}" for name in widths]
+                           + [f"{name} {sizes[name]:,}" for name in prealloc if name in sizes])
         raise LoadError(f"this policy on this inventory needs about {_size(need)} of kernel map memory "
                         f"({counts} entries), more than the limit of {_size(limit)} "
                         "(NETC_MAP_MEMORY_LIMIT); split the policy, or raise the limit if the node has the memory")
+
+
+def _max_entries(fd: int) -> int:
+    from netc.runtime.libbpf import map_info
+
+    return int(map_info(fd).max_entries)
 
 
 def _open_pinned_prog(path: str) -> int:
@@ -301,8 +333,15 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
 
         t = time.perf_counter()
         contents = materialize(program, inv)
+        from netc.runtime import services
+
+        # services: backends keep the ids the previous version gave them (affinity and conntrack
+        # entries, shared between versions, hold ids); drained backends stay drained
+        lb = services.compute(program, inv, services.drained_set(st, target.name), contents.ids,
+                              carry=services.previous_backend_ids(prev.object) if prev else None)
+        lb_maps = services.initial_maps(lb) if program.services else {}
         report.timings["materialize_s"] = time.perf_counter() - t
-        report.entries = contents.entries()
+        report.entries = contents.entries() + sum(len(m) for m in lb_maps.values())
 
         obj_path = os.path.join(st.dir, "objects", f"{target.name}-v{version}.bpf.o")
         base, links_dir = _paths(target.name)
@@ -316,14 +355,18 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             _rm_pins(partial)
             t = time.perf_counter()
             obj = BpfObject.open_mem(obj_bytes, "netc")
-            sizes = map_sizes(contents, len(program.rules), len(inv.containers))
+            sizes = map_sizes(contents, len(program.rules), len(inv.containers), lb=lb, program=program)
             shared_dir = os.path.join(base, "shared")
             reused = []
+            replaced = []
             for name in SHARED:
                 pin = os.path.join(shared_dir, name)
                 if os.path.exists(pin):
                     fd = bpf_obj_get(pin)
                     try:
+                        if name == "netc_affinity" and _max_entries(fd) < sizes[name]:
+                            replaced.append(name)   # made small while no service wanted affinity
+                            continue
                         obj.reuse_map(name, fd)
                     finally:
                         os.close(fd)   # libbpf keeps its own duplicate
@@ -344,22 +387,34 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                     maps[name].update_batch(items)
                 m = maps[name]
                 report.map_bytes += sizes[name] * (m.key_size + m.value_size)
+            for name, lb_items in lb_maps.items():
+                if name not in maps:
+                    raise LoadError(f"{source}: the object has no {name} map (compiled by an older netc); "
+                                    "compile it again")
+                maps[name].update_batch(list(lb_items.items()))
+                m = maps[name]
+                report.map_bytes += sizes.get(name, len(lb_items)) * (m.key_size + m.value_size)
             if "netc_ct_timeouts" not in reused:
                 write_ct_timeouts(maps["netc_ct_timeouts"])
             os.makedirs(shared_dir, exist_ok=True)
             for name in SHARED:
-                if name not in reused:
+                if name not in reused and name in maps:
+                    if name in replaced:
+                        os.unlink(os.path.join(shared_dir, name))
                     bpf_obj_pin(maps[name].fd, os.path.join(shared_dir, name))
             report.timings["fill_s"] = time.perf_counter() - t
             _fault("after-fill")
             os.makedirs(os.path.join(partial, "maps"))
             os.makedirs(os.path.join(partial, "progs"))
-            for name in MAPS:
-                bpf_obj_pin(maps[name].fd, os.path.join(partial, "maps", name))
+            for name in VERSION_MAPS:
+                if name in maps:
+                    bpf_obj_pin(maps[name].fd, os.path.join(partial, "maps", name))
             progs = obj.programs
             for pname, fd in progs.items():
                 bpf_obj_pin(fd, os.path.join(partial, "progs", pname))
             _write_atomically(_ids_path(obj_path), json.dumps(contents.ids.to_json()).encode())
+            if program.services:
+                services.write_baseline(obj_path, lb)
             os.rename(partial, vdir)
             _fault("after-pin")
             prog_ids = {p: links.prog_id(fd) for p, fd in progs.items()}
@@ -458,7 +513,9 @@ def _snapshot_path(obj_path: str) -> str:
 
 
 def _remove_version_files(obj_path: str) -> None:
-    for path in (obj_path, _ids_path(obj_path), _snapshot_path(obj_path)):
+    from netc.runtime.services import baseline_path
+
+    for path in (obj_path, _ids_path(obj_path), _snapshot_path(obj_path), baseline_path(obj_path)):
         for p in (path, path + ".tmp"):
             if os.path.exists(p):
                 os.unlink(p)
@@ -693,7 +750,7 @@ def unload(target: str, *, wait_s: float = 30.0) -> list[str]:
         objects = [v.object for v in st.versions(target)]
         with st.transaction() as db:
             for table, col in (("attachments", "target"), ("versions", "target"), ("syncs", "target"),
-                               ("targets", "name")):
+                               ("drained", "target"), ("targets", "name")):
                 db.execute(f"DELETE FROM {table} WHERE {col}=?", (target,))
         for path in objects:
             _remove_version_files(path)
@@ -868,6 +925,16 @@ class Deployment:
         self._check_room(new)
         base, _ = _paths(self.target.name)
         with exclusive(wait_s=wait_s), State() as st:
+            lb = None
+            if self.program.services:
+                from netc.runtime import services
+
+                # under the lock: a `netc service drain` running now is not undone
+                lb = services.compute(self.program, inv, services.drained_set(st, self.target.name), self.ids)
+                try:
+                    services.check_live(self.target.name, self.version, self.ids)
+                except services.NoServiceMaps:
+                    lb = None   # a version from before services were balanced: its policy still syncs
             with _pinned_maps(self.target.name, self.version) as maps:
                 # order matters: what a new entry points at exists before the entry does
                 for name in ("netc_rules", "netc_wild", "netc_addrs", "netc_endpoints"):
@@ -898,6 +965,11 @@ class Deployment:
                                            (self.target.name, c.name, hook.value, c.interface, c.ifindex,
                                             self.mode, _link_pin(self.target.name, c.name, hook)
                                             if self.mode == "tcx" else None, self.version, time.time()))
+                # services: new backends are enforced (above) before a table sends them traffic, and
+                # a gone backend leaves the tables before its entries are deleted (below)
+                if lb is not None:
+                    report.written.update(services.write_live(self.target.name, self.version, self.object_path,
+                                                              lb, self.ids))
                 # then deletions, in the reverse order
                 for name in ("netc_endpoints", "netc_addrs", "netc_wild", "netc_rules"):
                     stale = _stale(self.contents, new, name)

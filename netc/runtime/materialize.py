@@ -48,6 +48,8 @@ class Ids:
     psets: dict[str, int] = field(default_factory=dict)    # "name,name" -> id
     atoms: dict[str, int] = field(default_factory=dict)    # "sid,sid|identity" -> id
     endpoints: dict[str, int] = field(default_factory=dict)  # container name -> endpoint id (counters, events)
+    # "<service>\x1f<vip>\x1f<port>\x1f<proto>/<backend name>" -> backend id (netc_backends; see runtime/services.py)
+    backends: dict[str, int] = field(default_factory=dict)
     _next: dict[str, int] = field(default_factory=dict, repr=False)
     dirty: bool = field(default=False, repr=False)   # a new id was handed out since it was saved
 
@@ -69,12 +71,17 @@ class Ids:
     def endpoint(self, container: str) -> int:
         return self._alloc(self.endpoints, "e", container)
 
+    def backend(self, key: str) -> int:
+        """Never handed out twice while the version runs: a gone backend's id stays taken."""
+        return self._alloc(self.backends, "b", key)
+
     def to_json(self) -> dict[str, dict[str, int]]:
-        return {"psets": self.psets, "atoms": self.atoms, "endpoints": self.endpoints}
+        return {"psets": self.psets, "atoms": self.atoms, "endpoints": self.endpoints, "backends": self.backends}
 
     @staticmethod
     def from_json(d: dict[str, dict[str, int]]) -> Ids:
-        return Ids(dict(d.get("psets", {})), dict(d.get("atoms", {})), dict(d.get("endpoints", {})))
+        return Ids(dict(d.get("psets", {})), dict(d.get("atoms", {})), dict(d.get("endpoints", {})),
+                   dict(d.get("backends", {})))
 
 
 @dataclass

@@ -5,7 +5,7 @@ crash the two are reconciled from the pins (see loader.recover), so `netc status
 `netc unload` work from a fresh process whatever happened before.
 
     $NETC_STATE_DIR (default /var/lib/netc)
-        state.db       targets, versions, attachments
+        state.db       targets, versions, attachments, drained backends
         netc.lock      flock: one load/unload/sync at a time
         objects/       the artifacts of loaded versions (manifest and all)
     $NETC_BPFFS (default /sys/fs/bpf/netc)
@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS attachments (
     version INTEGER NOT NULL,
     attached_at REAL NOT NULL,
     PRIMARY KEY (target, container, hook)
+);
+CREATE TABLE IF NOT EXISTS drained (
+    target TEXT NOT NULL,
+    service TEXT NOT NULL,
+    backend TEXT NOT NULL,            -- a container name, or an address as the service writes it
+    at REAL NOT NULL,
+    PRIMARY KEY (target, service, backend)
 );
 """
 

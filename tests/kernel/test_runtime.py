@@ -254,10 +254,10 @@ class Runtime:
         return sorted(out)
 
     def version_complete(self, version: int) -> bool:
-        """The pins of a version: all four maps and both programs, published (no _partial)."""
+        """The pins of a version: its maps (policy and services) and both programs, published (no _partial)."""
         vdir = os.path.join(self.bpffs, self.name, f"v{version}")
         try:
-            return (sorted(os.listdir(os.path.join(vdir, "maps"))) == sorted(loader.MAPS)
+            return (sorted(os.listdir(os.path.join(vdir, "maps"))) == sorted(loader.VERSION_MAPS)
                     and sorted(os.listdir(os.path.join(vdir, "progs"))) == sorted(loader.PROGRAM_FOR_HOOK.values()))
         except FileNotFoundError:
             return False
