@@ -287,6 +287,22 @@ def _explain_live(packet: str, target: str | None, container: str | None, as_jso
     name = _only_target(target)
     tv, contents = live_contents(name)
     pkt = api.parse_packet(packet, tv.inventory, tv.program)
+    from netc.ir.eval import translate
+    from netc.runtime.services import live_state
+
+    # a packet to a VIP is translated first (drained backends left out, as in the kernel's tables)
+    original = pkt
+    pkt, tr = translate(tv.program, tv.inventory, pkt, live_state(name))
+    translation = None if tr is None else {"service": tr.service, "backend": tr.backend, "address": tr.address,
+                                           "port": tr.port}
+    if tr is not None and tr.backend is None:
+        if as_json:
+            click.echo(json.dumps({"target": name, "version": tv.version, "packet": str(original),
+                                   "allowed": False, "translation": translation, "sides": []}, indent=2))
+        else:
+            click.echo(f"{click.style('REJECT', fg='red', bold=True)}  {original}   (live maps of {name} v{tv.version})")
+            click.echo(f"  service {tr.service}: {tr.vip}:{tr.vip_port} has no backend that takes connections")
+        return
     sides = []
     for addr, d in ((pkt.src, Direction.EGRESS), (pkt.dst, Direction.INGRESS)):
         c = tv.inventory.by_address(addr)
@@ -301,11 +317,17 @@ def _explain_live(packet: str, target: str | None, container: str | None, as_jso
                         + (f" named {container}" if container else ""))
     allowed = all(s["allowed"] for s in sides)
     if as_json:
-        click.echo(json.dumps({"target": name, "version": tv.version, "packet": str(pkt), "allowed": allowed,
-                               "sides": sides}, indent=2))
+        click.echo(json.dumps({"target": name, "version": tv.version, "packet": str(original), "allowed": allowed,
+                               "translation": translation, "sides": sides}, indent=2))
         return
     word = click.style("ALLOW", fg="green", bold=True) if allowed else click.style("DENY", fg="red", bold=True)
-    click.echo(f"{word}  {pkt}   (live maps of {name} v{tv.version})")
+    click.echo(f"{word}  {original}   (live maps of {name} v{tv.version})")
+    if tr is not None:
+        balance = next(s.balance.value for s in tv.program.services if s.name == tr.service)
+        how = (f"; {balance} picks one of {len(tr.candidates)} per connection, this is the first"
+               if balance != "maglev" and len(tr.candidates) > 1 else "")
+        click.echo(f"  service {tr.service}: {tr.vip}:{tr.vip_port} -> {tr.backend} ({tr.address}:{tr.port}); "
+                   f"policy sees {pkt}{how}")
     for sd in sides:
         verdict = "allows" if sd["allowed"] else "denies"
         what = f"{sd['location']}  `{sd['text']}`  (policy {sd['policy']})" if sd["text"] else sd["location"]
@@ -798,3 +820,4 @@ main.add_command(__import__("netc.observe.cli", fromlist=["metrics"]).metrics)  
 main.add_command(__import__("netc.observe.cli", fromlist=["graph"]).graph)  # `netc graph`: netc/observe/cli.py
 main.add_command(__import__("netc.observe.cli", fromlist=["trace"]).trace)  # `netc trace drops`: netc/observe/cli.py
 main.add_command(__import__("netc.export.cli", fromlist=["export"]).export)  # `netc export`: netc/export/cli.py
+main.add_command(__import__("netc.runtime.service_cli", fromlist=["service"]).service)  # `netc service`: netc/runtime/service_cli.py
