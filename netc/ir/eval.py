@@ -263,6 +263,8 @@ def translate(program: Program, inv: Inventory, pkt: Packet, state: ServiceState
         dst = ipaddress.ip_address(pkt.dst)
     except ValueError:
         return pkt, None
+    if inv.by_address(pkt.src) is None:
+        return pkt, None   # translation happens at the client's veth: only containers are clients
     for svc in program.services:
         for vip in svc.vips:
             if ipaddress.ip_address(vip.address) == dst and vip.port == pkt.dport \
@@ -293,7 +295,8 @@ def _events(program: Program, sides: tuple[SideVerdict, ...], allowed: bool,
             out.append((EventKind.AUDIT, a.id))
         if not s.allowed and EventKind.DENY in wanted:
             out.append((EventKind.DENY, s.rule.id if s.rule else None))
-        if translation is not None and EventKind.TRANSLATE in wanted:
+        if translation is not None and EventKind.TRANSLATE in wanted and s.direction is Direction.EGRESS:
+            # at the client's veth, where the translation happens
             out.append((EventKind.TRANSLATE, None))
     return tuple(out)
 

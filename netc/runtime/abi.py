@@ -46,6 +46,7 @@ EVENT = struct.Struct("<QIIIIBBBBB3x16s16sHH4x")  # see struct netc_event
 OBSERVE_DENY = 0x1
 OBSERVE_ALLOW = 0x2
 OBSERVE_NEW = 0x4
+OBSERVE_TRANSLATE = 0x8
 
 STAT_EVENTS_LOST = 0
 STAT_COUNTERS_FULL = 1
@@ -77,7 +78,8 @@ EVENT_ALLOW = 2
 EVENT_LOG = 3
 EVENT_AUDIT = 4
 EVENT_NEW = 5
-EVENT_KINDS = {1: "deny", 2: "allow", 3: "log", 4: "audit", 5: "new"}
+EVENT_TRANSLATE = 6
+EVENT_KINDS = {1: "deny", 2: "allow", 3: "log", 4: "audit", 5: "new", 6: "translate"}
 ACTION_NONE = 0
 
 RULE_KEY_FIXED_BITS = 80
@@ -132,7 +134,7 @@ SERVICE = struct.Struct("<IIIB3xQ")          # svc_id, table_base, table_len, ba
 BACKEND = struct.Struct("<16sHBBI")          # addr, port, family, flags, svc_id
 AFFINITY_KEY = struct.Struct("<I16s")        # svc_id, client address
 AFFINITY = struct.Struct("<QI4x")            # last_ns, backend_id, pad
-NAT_SCRATCH_SIZE = 84                        # sizeof(struct netc_nat): the datapath's own scratch
+NAT_SCRATCH_SIZE = 88                        # sizeof(struct netc_nat): the datapath's own scratch
 
 
 def addr16(address: str) -> bytes:

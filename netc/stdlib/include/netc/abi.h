@@ -41,6 +41,7 @@
 #define NETC_OBSERVE_DENY  0x1 /* every denied packet */
 #define NETC_OBSERVE_ALLOW 0x2 /* every allowed packet (expensive; for debugging) */
 #define NETC_OBSERVE_NEW   0x4 /* new connections (TCP SYN), sampled */
+#define NETC_OBSERVE_TRANSLATE 0x8 /* connections a service gave a backend (at the client) */
 /* `log` rules and `audit` rules always report, whatever the endpoint's flags. */
 
 struct netc_endpoint {
@@ -175,6 +176,7 @@ struct netc_counter {
 #define NETC_EVENT_LOG   3
 #define NETC_EVENT_AUDIT 4
 #define NETC_EVENT_NEW   5
+#define NETC_EVENT_TRANSLATE 6 /* daddr/dport: the backend the connection was given */
 
 struct netc_event {
 	__u64 ts_ns;       /* bpf_ktime_get_ns() */
@@ -264,17 +266,18 @@ struct netc_affinity {
 /* How the datapath rewrites one packet of a service connection (per-CPU scratch, netc_lb_scratch):
  * each field whose old and new values differ. Not shared with user space. */
 struct netc_nat {
+	__u8 saddr_old[16]; /* addresses first: 8-byte aligned, compared and copied as words */
+	__u8 saddr_new[16];
+	__u8 daddr_old[16];
+	__u8 daddr_new[16];
+	__u16 sport_old, sport_new, dport_old, dport_new; /* host order */
+	__u32 backend_id;
+	__u32 l4_off;
 	__u8 op;          /* NETC_NAT_DNAT (| NETC_NAT_SNAT) or NETC_NAT_REVERSE; 0: no translation */
 	__u8 proto;
 	__u8 family;
 	__u8 reply;       /* NETC_NAT_REVERSE: the packet goes from the backend (a reply) */
-	__u32 backend_id;
-	__u32 l4_off;
-	__u16 sport_old, sport_new, dport_old, dport_new; /* host order */
-	__u8 saddr_old[16];
-	__u8 saddr_new[16];
-	__u8 daddr_old[16];
-	__u8 daddr_new[16];
+	__u32 pad;
 };
 
 #define NETC_STAT_LB_REJECTED 5 /* packets to a service with no active backend, answered with ICMP */
