@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass
 
 from netc.ir.eval import Packet, Verdict, evaluate
-from netc.ir.nodes import EndpointRef, Expectation, Program, Protocol, Selector, SelKind, TestBlock
+from netc.ir.nodes import Balance, EndpointRef, Expectation, Program, Protocol, Selector, SelKind, TestBlock
 from netc.runtime.inventory import Container, Inventory
 
 SYNTH_V4 = ipaddress.ip_network("198.18.0.0/15")
@@ -197,8 +197,18 @@ def run_block(program: Program, block: TestBlock, inventory: Inventory | None = 
                 ok, msg = False, f"service {t.service} has no backends"
             else:
                 assert e.backend is not None
-                ok = world.backend_matches(e.backend, t.backend, t.address, t.port)
-                msg = f"translated by service {t.service} to {t.backend} ({t.address}:{t.port}); {_describe(v)}"
+                svc = next(s for s in program.services if s.name == t.service)
+                if svc.balance is Balance.MAGLEV:
+                    ok = world.backend_matches(e.backend, t.backend, t.address, t.port)
+                    msg = f"translated by service {t.service} to {t.backend} ({t.address}:{t.port}); {_describe(v)}"
+                else:
+                    # random and round-robin may pick any eligible backend: every one must match
+                    wrong = [c for c in t.candidates if not world.backend_matches(e.backend, *c)]
+                    ok = not wrong
+                    picks = ", ".join(f"{n} ({a}:{p})" for n, a, p in (wrong or t.candidates))
+                    msg = (f"service {t.service} ({svc.balance.value}) may pick "
+                           f"{'one of ' if not wrong else ''}{picks}"
+                           f"{'' if not wrong else ', which the expectation does not name'}; {_describe(v)}")
         else:
             ok = v.allowed == (e.verdict == "allow")
             msg = _describe(v)
