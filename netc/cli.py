@@ -796,6 +796,30 @@ def bench_events(repeat: int, rounds: int, as_json: bool) -> None:
     _print_figures(result, as_json)
 
 
+@bench.command("lb")
+@click.option("--repeat", type=int, default=100_000, show_default=True, help="Repeats per round.")
+@click.option("--rounds", type=int, default=7, show_default=True)
+@click.option("--flows", type=int, default=100_000, show_default=True,
+              help="Simulated flows for the spread and disruption figures.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (empty_ns, translated_ns, reply_ns, "
+              "spread_max_min, moved_fraction, ...).")
+@_guard
+def bench_lb(repeat: int, rounds: int, flows: int, as_json: bool) -> None:
+    """Load balancing: per-packet cost of a translated packet and of a reply, and Maglev's spread
+    and disruption on 10 equal backends.
+
+    Per packet: BPF_PROG_TEST_RUN medians of rounds next to an empty program in the same run; a
+    harness writes the original headers back before every repeat (its own cost is subtracted).
+    Spread: max/min flows per backend over FLOWS random flows; moved: the share of flows whose
+    backend changes when one of the 10 goes (Maglev's ideal is 1/10). Needs root.
+    """
+    from netc.bench.lb import run_lb
+    from netc.runtime.loader import check_privileges
+
+    check_privileges()
+    _print_figures(run_lb(repeat, rounds, flows), as_json)
+
+
 @bench.command("load")
 @click.option("--rules", "n", type=int, default=10000, show_default=True)
 @click.option("--containers", type=int, default=50, show_default=True)

@@ -587,6 +587,8 @@ def observe_flags(program: Program, labels: dict[str, str]) -> tuple[int, int]:
             flags |= abi.OBSERVE_DENY
         if EventKind.ALLOW in ob.events:
             flags |= abi.OBSERVE_ALLOW
+        if EventKind.TRANSLATE in ob.events:
+            flags |= abi.OBSERVE_TRANSLATE
         if EventKind.NEW in ob.events:
             flags |= abi.OBSERVE_NEW
             num, den = ob.sample_flows

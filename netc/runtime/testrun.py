@@ -20,6 +20,8 @@ from netc.runtime.packets import frame
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
 TC_ACT_UNSPEC = -1
+TC_ACT_REDIRECT = 7
+TEST_CT_ENTRIES = 4096
 LOOPBACK = 1
 
 PROGRAM_FOR = {Direction.INGRESS: "netc_to_container", Direction.EGRESS: "netc_from_container"}
@@ -29,6 +31,23 @@ PROGRAM_FOR = {Direction.INGRESS: "netc_to_container", Direction.EGRESS: "netc_f
 class KernelVerdict:
     allowed: bool
     retval: int
+    data_out: bytes = b""
+
+    def destination(self) -> tuple[str, int] | None:
+        """(address, port) the packet left with: where a service translated it to."""
+        return packet_destination(self.data_out)
+
+
+def packet_destination(raw: bytes) -> tuple[str, int] | None:
+    import ipaddress
+    import struct
+
+    if raw[12:14] == b"\x08\x00" and len(raw) >= 38:
+        l4 = 14 + (raw[14] & 0xF) * 4
+        return str(ipaddress.ip_address(raw[30:34])), struct.unpack("!H", raw[l4 + 2:l4 + 4])[0]
+    if raw[12:14] == b"\x86\xdd" and len(raw) >= 58:
+        return str(ipaddress.ip_address(raw[38:54])), struct.unpack("!H", raw[56:58])[0]
+    return None
 
 
 class KernelClassifier:
@@ -41,14 +60,32 @@ class KernelClassifier:
         self.inventory = inventory
         self.contents = materialize(program, inventory)
         self.obj = BpfObject.open_mem(obj_bytes, "netc")
+        from netc.runtime import services
         from netc.runtime.loader import map_sizes
+        from netc.runtime.materialize import Ids
 
         sizes = map_sizes(self.contents, len(program.rules), len(inventory.containers))
+        # a test run tracks a handful of connections: small tables load in a fraction of the time
+        sizes["netc_ct"] = TEST_CT_ENTRIES
+        if program.services:
+            sizes["netc_affinity"] = TEST_CT_ENTRIES
+        ids = Ids()
+        self.lb = services.compute(program, inventory, {}, ids)   # what `netc load` writes too
+        if program.services:
+            # sized here, not by the object: one compiled object serves any program with services
+            vips = len(services.vip_entries(program))
+            sizes["netc_backends"] = services.backends_size(self.lb, ids)
+            sizes["netc_services"] = max(1, vips)
+            sizes["netc_lb_rr"] = vips + 1
+            sizes["netc_lb_table"] = max(1, services.lb_table_slots(program))
         for name, n in sizes.items():
             self.obj.set_max_entries(name, n)
         self.obj.load()
         maps = self.obj.maps
-        for name, entries in self.contents.maps.items():
+        filled = dict(self.contents.maps)
+        if program.services:
+            filled.update(services.initial_maps(self.lb))
+        for name, entries in filled.items():
             if name == "netc_endpoints":
                 continue   # written per packet's endpoint, on ifindex 1 (see classify)
             m = maps[name]
@@ -81,15 +118,19 @@ class KernelClassifier:
             self._endpoints.update(key, value)
             self._current = container.name
         run = prog_test_run(self._progs[PROGRAM_FOR[direction]], frame(pkt))
-        if run.retval not in (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC):
+        if run.retval not in (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, TC_ACT_REDIRECT):
             raise AssertionError(f"unexpected return code {run.retval} for {pkt}")
         if self.stateless:
             self.flush_ct()
-        return KernelVerdict(run.retval != TC_ACT_SHOT, run.retval)
+        # TC_ACT_REDIRECT: a service with no backend answered the client (ICMP port unreachable)
+        return KernelVerdict(run.retval not in (TC_ACT_SHOT, TC_ACT_REDIRECT), run.retval, run.data_out)
 
     def flush_ct(self) -> None:
-        for key in list(self._ct.keys()):
-            self._ct.delete(key)
+        """Forget every connection (and every client's remembered backend)."""
+        for m in (self._ct, self.obj.maps.get("netc_affinity")):
+            if m is not None:
+                for key in list(m.keys()):
+                    m.delete(key)
 
 
 def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tuple[bool, str]]:
@@ -107,7 +148,7 @@ def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tu
             for r in run.results:
                 if r.block != block.name or r.packet is None:
                     continue
-                pkt, _t = translate(res.program, world.inventory, r.packet)
+                pkt, t = translate(res.program, world.inventory, r.packet)
                 sides = []
                 agree = True
                 notes = []
@@ -116,7 +157,18 @@ def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tu
                     if c is None:
                         continue
                     ref = evaluate_side(res.program, world.inventory, pkt, c, d)
-                    k = kc.classify(c, d, pkt)
+                    if d is Direction.EGRESS and t is not None:
+                        # the client's veth sees the packet to the VIP, and translates it itself
+                        k = kc.classify(c, d, r.packet)
+                        note = _translation_disagreement(res.program, t, k)
+                        if note:
+                            agree = False
+                            notes.append(f"{c.name} egress: {note}")
+                        if t.backend is None:
+                            sides.append(k.allowed)
+                            continue   # rejected: no side further judges it
+                    else:
+                        k = kc.classify(c, d, pkt)
                     sides.append(k.allowed)
                     if k.allowed != ref.allowed:
                         agree = False
@@ -131,3 +183,24 @@ def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tu
                 out[id(r)] = (ok, msg + ("" if ok or not agree else
                                          f" (kernel {'allows' if kernel_allowed else 'denies'})"))
     return out
+
+
+def _translation_disagreement(program: Program, t: Any, k: KernelVerdict) -> str:
+    """Why the kernel's translation of a packet to a VIP is not the reference's ('' if it is)."""
+    from netc.ir.nodes import Balance
+
+    if t.backend is None:
+        if k.retval != TC_ACT_REDIRECT:
+            return f"service {t.service} has no backends: the kernel did not reject (return code {k.retval})"
+        return ""
+    if not k.allowed:
+        return ""   # denied by policy: the packet is dropped, translated or not
+    got = k.destination()
+    svc = next(s for s in program.services if s.name == t.service)
+    if svc.balance is Balance.MAGLEV:
+        if got != (t.address, t.port):
+            return f"kernel translated to {got}, reference to {t.address}:{t.port} ({t.backend})"
+        return ""
+    if got not in {(a, p) for _, a, p in t.candidates}:
+        return f"kernel translated to {got}, which is none of service {t.service}'s backends"
+    return ""

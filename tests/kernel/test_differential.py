@@ -30,3 +30,15 @@ def test_kernel_agrees_with_the_conntrack_model_on_packet_sequences() -> None:
                       f"{'allows' if d.reference_allows else 'denies'}\n{d.policy}"
                       for d in report.disagreements[:3])
     assert not report.disagreements, shown
+
+
+def test_kernel_agrees_with_reference_on_services() -> None:
+    """Clients' packets to random services' VIPs (Maglev, weights, both families, selectors and
+    addresses as backends, services with no eligible backend): same backend, same verdict."""
+    from netc.runtime.fuzz import run_service_fuzz
+
+    policies, packets, disagreements = run_service_fuzz(seed=2028, policies=200, packets=50)
+    assert policies == 200 and packets == 200 * 50
+    shown = "\n".join(f"seed {d.seed}: {d.container.name} {d.packet}: {d.what}\n{d.policy}"
+                      for d in disagreements[:3])
+    assert not disagreements, shown

@@ -249,3 +249,21 @@ def test_hairpin_ingress_sees_the_client_not_the_vip(tmp_path):
         assert ret == TC_ACT_SHOT   # the rule names the VIP; the packet is the client's
     finally:
         x.close()
+
+
+def test_a_new_service_connection_is_a_translate_event(tmp_path):
+    from netc.runtime.observe import drain_ring
+
+    x = Lb(tmp_path, SOURCE + '\nobserve client { events translate }\n')
+    try:
+        x.service(1, "10.96.0.20", 80, 6, [("10.1.0.2", 8080)])
+        drain_ring(x.maps["netc_events"].fd)
+        x.run(Direction.EGRESS, Packet(6, "10.1.0.1", "10.96.0.20", 40000, 80, tcp_flags=SYN))
+        x.run(Direction.EGRESS, Packet(6, "10.1.0.1", "10.96.0.20", 40000, 80, tcp_flags=ACK))  # established
+        x.run(Direction.EGRESS, Packet(6, "10.1.0.1", "10.1.0.2", 40001, 8080, tcp_flags=SYN))  # no service
+        events = [abi.EVENT.unpack(r) for r in drain_ring(x.maps["netc_events"].fd)]
+        assert [e[7] for e in events] == [abi.EVENT_TRANSLATE]
+        ev = events[0]
+        assert str(ipaddress.ip_address(ev[11][12:])) == "10.1.0.2" and ev[13] == 8080   # the backend
+    finally:
+        x.close()
