@@ -166,7 +166,8 @@ def test_the_kernel_table_picks_the_backend_the_reference_picks() -> None:
     rng = random.Random(5)
     for _ in range(300):
         v6 = rng.random() < 0.5
-        src = f"fd00:77::{rng.randint(1, 200):x}" if v6 else f"10.77.1.{rng.randint(1, 200)}"
+        client = rng.choice(INV.containers)        # translation happens at a container's veth
+        src = client.addresses[1 if v6 else 0]
         dst = "fd00:96::20" if v6 else "10.96.0.20"
         pkt = Packet(6, src, dst, rng.randint(1024, 65535), 80)
         _, tr = translate(p, INV, pkt, ServiceState(drained))
