@@ -553,6 +553,9 @@ def stats(target: str | None, container: str | None, as_json: bool) -> None:
             console.print(f"  {r.location}  {r.text}")
     console.print(f"events lost {st['events_lost']}, counters full {st['counters_full']}, "
                   f"malformed packets dropped {st['malformed']}")
+    if st["lb_new"] or st["lb_rejected"]:
+        console.print(f"service connections given a backend {st['lb_new']}, "
+                      f"refused for want of one (lb rejected) {st['lb_rejected']}")
 
 
 @main.command()

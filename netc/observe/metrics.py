@@ -8,7 +8,7 @@ the state database is locked), the scrape still succeeds with everything else an
 
 Sources (see docs/observability.md for every metric and label):
     netc.runtime.observe.read_counters(target)  per-rule packets and bytes, per container and direction
-    netc.runtime.observe.read_stats(target)     events_lost, counters_full, malformed
+    netc.runtime.observe.read_stats(target)     events_lost, counters_full, malformed, lb_new, lb_rejected
     netc.runtime.loader.status()                targets, attachments, active versions
     $NETC_STATE_DIR/state.db                    load and sync durations, when the runtime records them
 """
@@ -158,6 +158,9 @@ class NetcCollector(Collector):
                                    labels=["target"])
         full = CounterMetricFamily("netc_counters_full", "Packets not counted because netc_counters was full",
                                    labels=["target"])
+        lb = CounterMetricFamily("netc_lb_connections", "Service connections at clients' veths, by outcome: "
+                                 "translated (given a backend) or rejected (no backend could take it)",
+                                 labels=["target", "outcome"])
         attachments = GaugeMetricFamily("netc_attachments", "Programs attached (container x hook) by mode",
                                         labels=["target", "mode"])
         version = GaugeMetricFamily("netc_active_version", "The version of the policy running on a target",
@@ -212,6 +215,9 @@ class NetcCollector(Collector):
             if stats is not None:
                 lost.add_metric([target], float(stats.get("events_lost", 0)))
                 full.add_metric([target], float(stats.get("counters_full", 0)))
+                if "lb_new" in stats:
+                    lb.add_metric([target, "translated"], float(stats["lb_new"]))
+                    lb.add_metric([target, "rejected"], float(stats.get("lb_rejected", 0)))
                 if not malformed_rows and "malformed" in stats:
                     # the datapath counts malformed packets per target only: no container, no direction
                     drop_totals[("", "", "malformed")] = float(stats["malformed"])
@@ -230,7 +236,7 @@ class NetcCollector(Collector):
         with self._lock:
             for (target, what), n in sorted(self._errors.items()):
                 errors.add_metric([target, what], n)
-        yield from (packets, nbytes, drops, lost, full, attachments, version, loaded, load_s, sync_s, errors)
+        yield from (packets, nbytes, drops, lost, full, lb, attachments, version, loaded, load_s, sync_s, errors)
 
 
 def registry(source: Source | None = None, targets: Iterable[str] = ()) -> CollectorRegistry:

@@ -146,7 +146,8 @@ def read_stats_raw(target: str) -> dict[int, int]:
 def read_stats(target: str) -> dict[str, int]:
     raw = read_stats_raw(target)
     return {"events_lost": raw[abi.STAT_EVENTS_LOST], "counters_full": raw[abi.STAT_COUNTERS_FULL],
-            "malformed": raw[abi.STAT_MALFORMED]}
+            "malformed": raw[abi.STAT_MALFORMED], "lb_new": raw[abi.STAT_LB_NEW],
+            "lb_rejected": raw[abi.STAT_LB_REJECTED]}
 
 
 # ---------------------------------------------------------------------- events
