@@ -185,3 +185,14 @@ def test_connections_keep_their_backend_while_backends_come_and_go(make_lab, tmp
     finally:
         for s, _ in conns:
             s.close()
+
+
+def test_hairpin_a_backend_reaches_its_own_service(make_lab, tmp_path) -> None:
+    lab = make_lab(LAB)
+    _load(lab, tmp_path)
+    ns = lab.container("a-1").netns
+    got: collections.Counter[str] = collections.Counter()
+    for _ in range(60):
+        got[_tcp_greeting(ns, "10.96.0.20", 80)] += 1
+    # a-1 is one of the service's backends: some of its connections are given itself
+    assert got["a-1"] > 0 and set(got) == {"a-1", "a-2", "b-1"}, got
