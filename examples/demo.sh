@@ -26,6 +26,12 @@ probe() {  # probe FILE FROM TO PORT: a real TCP connection, and the rule that e
   why=$($NETC explain "$file" --inventory "$INV" --packet "tcp $from -> $to:$port" --brief)
   printf '  %-9s -> %-6s :%-5s %-10s %s\n' "$from" "$to" "$port" "$result" "$why"
 }
+probe_vip() {  # probe_vip FILE FROM VIP PORT: through a service's VIP, and who answered
+  local file=$1 from=$2 to=$3 port=$4 result why
+  result=$($NETC lab probe "$LAB" "$from" "$to" "$port" --timeout 0.5 || true)
+  why=$($NETC explain "$file" --inventory "$INV" --packet "tcp $from -> $to:$port" --brief)
+  printf '  %-9s -> %-10s :%-5s %-10s %s\n' "$from" "$to" "$port" "$result" "$why"
+}
 probes() {
   probe "$1" client-1 web-1 443
   probe "$1" client-1 web-1 22
@@ -41,6 +47,10 @@ probes examples/quickstart.netp
 bold "live update: netc load examples/quickstart-update.netp (each link swaps program in one step)"
 $NETC load examples/quickstart-update.netp --lab "$LAB"
 probes examples/quickstart-update.netp
+probe_vip examples/quickstart-update.netp client-1 10.96.0.20 80
+
+bold "netc service list   (the new version's service: the VIP, its backends, live connections)"
+$NETC service list --target "$LAB"
 
 bold "netc status"
 $NETC status

@@ -227,7 +227,10 @@ def explain(file: str | None, packet: str, inventory: str | None, as_json: bool,
             why = f"{d.rule.location} `{d.rule.text}` ({d.endpoint.name} {d.direction.value})"
         else:
             why = f"{d.reason.value} ({d.endpoint.name} {d.direction.value})"
-        click.echo(f"{'allow' if v.allowed else 'deny'}: {why}")
+        t = v.translation
+        via = ("" if t is None else f"{t.service} -> {t.backend}:{t.port}, " if t.backend is not None
+               else f"{t.service} has no backends, ")
+        click.echo(f"{via}{'allow' if v.allowed else 'deny'}: {why}")
         sys.exit(0)
     word = click.style("ALLOW", fg="green", bold=True) if v.allowed else click.style("DENY", fg="red", bold=True)
     click.echo(f"{word}  {v.original}")
