@@ -79,7 +79,7 @@ def export(fmt: str, file: str, inventory: str | None, lab_name: str | None, out
     """
     from netc import api
     from netc.diagnostics import render_text
-    from netc.export import combined, export_iptables, export_nftables
+    from netc.export import combined, export_iptables
     from netc.export.model import chains
     from netc.runtime.inventory import Inventory
 
@@ -112,12 +112,17 @@ def export(fmt: str, file: str, inventory: str | None, lab_name: str | None, out
     summary = (f"{len(chs)} chain(s), {sum(len(c.rules) for c in chs)} rule(s) for "
                f"{len(inv.containers)} container(s)")
     if fmt == "nftables":
-        text = export_nftables(program, inv)
+        from netc.export.nftables import plan, render
+
+        plans = plan(program, inv)
+        maps = [m for p in plans for m in p.maps()]
+        text = render(program, inv, plans)
         if output is None:
             click.echo(text, nl=False)
             return
         _write(output, text)
-        click.echo(f"exported {file} to {output}: {summary}; load with `nft -f {output}` "
+        click.echo(f"exported {file} to {output}: {summary} in {len(maps)} verdict map(s) of "
+                   f"{sum(len(m.elements) for m in maps)} element(s); load with `nft -f {output}` "
                    "in the node's network namespace", err=True)
         return
     parts = export_iptables(program, inv)

@@ -19,16 +19,20 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from netc import api
 from netc.cli import main
 from netc.export import ExportError, combined, export_iptables, export_nftables
 from netc.export.iptables import split_combined
 from netc.export.model import Chain, Entry, chains, clean, icmp_parts, log_prefix
+from netc.export.nftables import ChainPlan, Lookup, plan
 from netc.ir.addrset import PortSet
 from netc.ir.eval import Packet, evaluate_side, is_ndp
 from netc.ir.nodes import Action, Direction, Program
 from netc.runtime.inventory import Container, Inventory
+from tests.netp_strategies import program
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(glob.glob(str(ROOT / "examples" / "*.netp")))
@@ -55,6 +59,12 @@ def inventory() -> Inventory:
     return Inventory.from_dict(INVENTORY)
 
 
+# the nftables layouts: as exported; every map cut into buckets of 2 elements; and painting held
+# to a budget so small that every chain is split into blocks of rules looked up in turn
+LAYOUTS: dict[str, dict[str, int]] = {"default": {}, "buckets": {"bucket": 2},
+                                      "blocks": {"bucket": 3, "factor": 0, "slack": 2}}
+
+
 def program_of(path_or_text: str, name: str | None = None) -> Program:
     res = api.check(path_or_text, name=name)
     assert res.ok and res.program is not None, [str(d) for d in res.errors]
@@ -78,10 +88,34 @@ def _run_checked(argv: list[str], path: Path) -> None:
     assert proc.returncode == 0, f"{' '.join(argv)} {path}:\n{proc.stderr}\n--- the file:\n{path.read_text()}"
 
 
+@pytest.mark.parametrize("layout", ["default", "buckets", "blocks"])
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
-def test_nftables_export_parses(path: str, tmp_path: Path) -> None:
+def test_nftables_export_parses(path: str, layout: str, tmp_path: Path) -> None:
     f = tmp_path / "netc.nft"
-    f.write_text(export_nftables(program_of(path), inventory()))
+    f.write_text(export_nftables(program_of(path), inventory(), **LAYOUTS[layout]))
+    _run_checked(["nft", "-c", "-f"], f)
+
+
+def test_nftables_export_of_10000_rules_is_a_few_lookups(tmp_path: Path) -> None:
+    """The generated 10,000-rule policy: maps of at most ~128 elements behind an address map, so
+    a packet meets a handful of lookups; and `nft -c` takes the whole file."""
+    from netc.bench.generate import generate_policy
+
+    prog = program_of(generate_policy(10_000, 1), name="bench.netp")
+    inv = Inventory([Container(n, (f"10.99.0.{i + 2}",), {"app": n}, interface=f"v{i}")
+                     for i, n in enumerate(("web", "api", "db"))])
+    plans = [p for p in plan(prog, inv) if p.chain.rules]
+    assert len(plans) == 3
+    for p in plans:
+        assert len(p.chain.rules) > 3000 and len(p.blocks) == 1
+        assert all(len(m.elements) <= 2 * 128 for m in p.maps())
+        b = p.blocks[0]
+        assert [fam for fam, _, _ in b.buckets] == [4, 6] and not b.inline
+        # per packet: the veth's vmap, neighbour discovery, the address map, then at most three
+        # maps and their two falls to the default: the same at any rule count
+        assert all(len(lk.maps) <= 3 for lk in p.lookups())
+    f = tmp_path / "bench.nft"
+    f.write_text(export_nftables(prog, inv))
     _run_checked(["nft", "-c", "-f"], f)
 
 
@@ -192,8 +226,16 @@ policy q for web priority 5 { deny ingress from 10.0.0.6 }
     got = [str(ipaddress.IPv4Address(e.peer.v4[0][0])) for e in ch.rules if e.peer is not None]
     assert got == ["10.0.0.6", "10.0.0.3", "10.0.0.2", "10.0.0.1", "10.0.0.5", "10.0.0.4"]
     nft = export_nftables(prog, inventory())
-    pos = [nft.index(f"elements = {{ 10.0.0.{i} }}") for i in (6, 3, 2, 1, 5, 4)]
-    assert pos == sorted(pos)     # sets are declared in first-use order, which is chain order
+    ids = {str(ipaddress.IPv4Address(e.peer.v4[0][0])): int(e.rule.id) for e in ch.rules if e.peer is not None}
+    pos = [nft.index(f"#   r{ids[f'10.0.0.{i}']} ") for i in (6, 3, 2, 1, 5, 4)]
+    assert pos == sorted(pos)     # the chain lists its rules in deciding order
+    # each address holds exactly the verdict of its best rule, in one disjoint element
+    p = next(x for x in plan(prog, inventory()) if x.chain.name == "web-1 ingress")
+    ports = next(m for m in p.maps() if m.kind == "ports" and m.family == 4)
+    got80 = {str(ipaddress.IPv4Address(a)): ch.rules[t].action for (a, b), (pr, pp), t in ports.elements
+             if a == b and pr == (6, 6) and pp[0] <= 80 <= pp[1]}
+    assert got80 == {"10.0.0.1": Action.ALLOW, "10.0.0.2": Action.DENY, "10.0.0.3": Action.ALLOW,
+                     "10.0.0.4": Action.DENY, "10.0.0.5": Action.ALLOW, "10.0.0.6": Action.DENY}
 
 
 def test_peers_resolve_against_the_inventory() -> None:
@@ -243,7 +285,13 @@ policy p for app == "web" {
     assert "icmpv6-type 128 " in parts["ip6tables"] and "--icmp-type" not in parts["ip6tables"]
     assert "icmpv6" not in parts["iptables"]
     nft = export_nftables(prog, inventory())
-    assert "icmp type 8 accept" in nft and "icmpv6 type 128 accept" in nft and "icmp type 3 icmp code 4 accept" in nft
+    v4 = re.search(r"map in_0_web_1_icmp_v4 \{.*?\n\t\}", nft, re.S)
+    v6 = re.search(r"map in_0_web_1_icmp_v6 \{.*?\n\t\}", nft, re.S)
+    assert v4 is not None and v6 is not None
+    assert "0.0.0.0/0 . 8 . 0-255 " in v4.group(0) and "0.0.0.0/0 . 3 . 4 " in v4.group(0)
+    assert "::/0 . 128 . 0-255 " in v6.group(0) and " . 8 . " not in v6.group(0) and " . 3 . " not in v6.group(0)
+    assert "ip saddr . icmp type . icmp code vmap @in_0_web_1_icmp_v4" in nft
+    assert "ip6 saddr . icmpv6 type . icmpv6 code vmap @in_0_web_1_icmp_v6" in nft
 
 
 # ---------------------------------------------------------------------------- meaning, without a kernel
@@ -273,6 +321,57 @@ def _first_match(ch: Chain, pkt: Packet) -> bool:
     return ch.default_allow if ch.isolated else True
 
 
+def _in(iv: tuple[int, int], x: int) -> bool:
+    return iv[0] <= x <= iv[1]
+
+
+def _find(lk: Lookup, kind: str, key: tuple[int, ...]) -> int | None:
+    """The winner of the element of the `kind` map holding key (address, other fields), if any."""
+    for m in lk.maps:
+        if m.kind == kind:
+            for addr, fields, winner in m.elements:
+                if _in(addr, key[0]) and all(_in(f, k) for f, k in zip(fields, key[1:], strict=True)):
+                    return winner
+    return None
+
+
+TAIL = -1
+
+
+def _run_lookup(lk: Lookup, pkt: Packet, remote: int) -> int | None:
+    """What the kernel does with one family's lookups (rendered by _lookup_lines): the winning
+    rule, TAIL (a readable field no element holds), or None (fell through every lookup)."""
+    kinds = {m.kind for m in lk.maps}
+    if "ports" in kinds and pkt.protocol in (6, 17, 132) and not pkt.fragment:
+        got = _find(lk, "ports", (remote, pkt.protocol, pkt.dport))
+        return TAIL if got is None else got          # the map, then `th dport 0-65535 <tail>`
+    icmp = 1 if lk.family == 4 else 58
+    if "icmp" in kinds and pkt.protocol == icmp and not pkt.fragment and pkt.icmp_type is not None:
+        got = _find(lk, "icmp", (remote, pkt.icmp_type, pkt.icmp_code or 0))
+        return TAIL if got is None else got          # the map, then `icmp code 0-255 <tail>`
+    if "l4" in kinds:
+        return _find(lk, "l4", (remote, pkt.protocol))
+    return None
+
+
+def _run_plan(p: ChainPlan, pkt: Packet) -> bool:
+    """What the exported chain, as planned (maps, buckets, blocks), does with a first packet."""
+    ch = p.chain
+    if is_ndp(pkt):
+        return True
+    family = 6 if ":" in pkt.src else 4
+    remote = int(ipaddress.ip_address(pkt.src if ch.direction is Direction.INGRESS else pkt.dst))
+    for b in p.blocks:
+        here = [lk for lk in b.inline if lk.family == family]
+        here += [lk for fam, _, lks in b.buckets if fam == family for lk in lks if _in(lk.span, remote)]
+        assert len(here) <= 1, "the address map's spans overlap"
+        got = _run_lookup(here[0], pkt, remote) if here else None
+        if got is not None and got != TAIL:
+            return ch.rules[got].action is Action.ALLOW
+        # no rule of this block: its tail, the next block or the default
+    return ch.default_allow if ch.isolated else True
+
+
 def _remotes(prog: Program, inv: Inventory) -> list[str]:
     """Addresses worth trying: containers, hosts, and both edges of every prefix a rule names."""
     out = {a for c in inv.containers for a in c.addresses} | set(inv.host_addresses)
@@ -287,15 +386,15 @@ def _remotes(prog: Program, inv: Inventory) -> list[str]:
     return sorted(out)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
-def test_chains_decide_like_eval(path: str) -> None:
-    """For first packets, each exported chain decides exactly what eval.py decides for that side."""
-    prog = program_of(path)
-    inv = inventory()
-    rng = random.Random(7)
+def _compare(prog: Program, inv: Inventory, rng: random.Random) -> int:
+    """Every container, direction, protocol (fragments too) and remote address of interest: the
+    export's chains decide as eval.py does. Returns the number of packets checked."""
     ports = sorted({1, 7, 22, 25, 53, 80, 443, 3868, 5000, 5432, 7001, 8080, 8443, 9090, 9100, 65535}
-                   | {x for r in prog.rules if r.ports for lo, hi in r.ports.ranges for x in (lo, hi)})
+                   | {min(max(x, 0), 65535) for r in prog.rules if r.ports for lo, hi in r.ports.ranges
+                      for x in (lo - 1, lo, hi, hi + 1)})
     by_side = {(ch.container.name, ch.direction): ch for ch in chains(prog, inv)}
+    plans = {layout: {(p.chain.container.name, p.chain.direction): p for p in plan(prog, inv, **kw)}
+             for layout, kw in LAYOUTS.items()}
     remotes = _remotes(prog, inv)
     checked = 0
     for c in inv.containers:
@@ -310,20 +409,51 @@ def test_chains_decide_like_eval(path: str) -> None:
                     if (proto == 1 and fam6) or (proto == 58 and not fam6):
                         continue
                     for frag in (False, True):
+                        ends = (remote, own) if d is Direction.INGRESS else (own, remote)
                         if proto in (1, 58):
-                            t = rng.choice([0, 3, 8, 11, 128, 129, 2, 135])
-                            pkt = Packet(proto, *((remote, own) if d is Direction.INGRESS else (own, remote)),
-                                         icmp_type=t, icmp_code=rng.choice([0, 4]), fragment=frag)
+                            pkt = Packet(proto, *ends, icmp_type=rng.choice([0, 1, 3, 8, 11, 128, 129, 2, 135]),
+                                         icmp_code=rng.choice([0, 1, 3, 4]), fragment=frag)
                         else:
-                            port = rng.choice(ports) if proto != 47 else 0
-                            pkt = Packet(proto, *((remote, own) if d is Direction.INGRESS else (own, remote)),
-                                         40000, port, fragment=frag)
+                            pkt = Packet(proto, *ends, 40000, rng.choice(ports) if proto != 47 else 0,
+                                         fragment=frag)
                         want = evaluate_side(prog, inv, pkt, c, d).allowed
                         got = _first_match(ch, pkt) if ch is not None else True
                         assert got == want, f"{c.name} {d.value}: {pkt} (fragment={frag}): export " \
                                             f"{'allows' if got else 'denies'}, eval {'allows' if want else 'denies'}"
+                        for layout, p in plans.items():
+                            pl = p.get((c.name, d))
+                            got = _run_plan(pl, pkt) if pl is not None else True
+                            assert got == want, f"nftables ({layout}) {c.name} {d.value}: {pkt}: export " \
+                                f"{'allows' if got else 'denies'}, eval {'allows' if want else 'denies'}"
                         checked += 1
-    assert checked > 1000
+    return checked
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+def test_chains_decide_like_eval(path: str) -> None:
+    """For first packets, each exported chain decides exactly what eval.py decides for that side:
+    the chains as rules in deciding order (what iptables gets), and the nftables maps in every layout."""
+    assert _compare(program_of(path), inventory(), random.Random(7)) > 1000
+
+
+# addresses where the random programs' CIDRs fall (tests/netp_strategies.py), labels they select on
+RANDOM_INVENTORY = Inventory([
+    Container("r-web", ("10.1.1.5", "fd00::5"), {"app": "web", "env": "prod"}, interface="nr0"),
+    Container("r-api", ("10.1.0.9", "fd00:0:1::9"), {"app": "api", "tier": "a"}, interface="nr1"),
+    Container("r-db", ("192.168.0.200",), {"app": "db", "team": "b"}, interface="nr2"),
+    Container("r-dev", ("10.0.3.1", "2001:db8::77"), {"env": "dev"}),
+], ("10.1.1.1", "fd00::1"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=program(max_policies=3, max_rules=8), seed=st.integers(0, 1 << 16))
+def test_random_programs_decide_like_eval(text: str, seed: int) -> None:
+    """Random programs (overlapping CIDRs, except holes, ranges, priorities, ICMP types, selectors):
+    the exports decide as eval.py does, in every nftables layout."""
+    res = api.check(text, name="random.netp", inventory=RANDOM_INVENTORY)
+    assume(res.ok and res.program is not None)
+    assert res.program is not None
+    _compare(res.program, RANDOM_INVENTORY, random.Random(seed))
 
 
 # ---------------------------------------------------------------------------- the command
