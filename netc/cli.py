@@ -747,8 +747,10 @@ main.add_command(__import__("netc.runtime.lab_cli", fromlist=["lab"]).lab)  # `n
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (figures in ns per packet).")
 @_guard
 def bench_compare(n: int, packets: int, rounds: int, as_json: bool) -> None:
-    """Added kernel time per packet of netc, nftables (sets) and iptables (linear chain) enforcing one
-    generated policy of N rules on a lab it makes and removes (docs/performance.md). Needs root."""
+    """CPU time per packet of netc, nftables (concatenated verdict maps) and iptables (linear chain)
+    enforcing one generated policy of N rules on a lab it makes and removes, side by side from one
+    run (the method and its limits: docs/performance.md). Needs root."""
+    from netc.bench.compare import format_text
     from netc.bench.compare import run as run_compare
     from netc.runtime.loader import check_privileges
 
