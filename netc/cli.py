@@ -622,6 +622,8 @@ def conntrack_list(target: str | None, container: str | None, as_json: bool) -> 
     for r in rows:
         first = (f"{r.a}:{r.port_a} -> {r.b}:{r.port_b}" if r.initiator == "a"
                  else f"{r.b}:{r.port_b} -> {r.a}:{r.port_a}")
+        if r.translated:
+            first += f" => {r.translated}"   # a service connection: the VIP, then its backend
         click.echo(f"{r.container:<12} {r.protocol:<6} {first:<48} {r.state:<12} age {r.age_s:>8.1f}s "
                    f"idle {r.idle_s:>7.1f}s  {r.packets} pkts  {r.rule}")
     click.echo(f"{totals['live']} live; made {totals['created']}, removed {totals['removed']}, "
