@@ -196,3 +196,28 @@ def test_hairpin_a_backend_reaches_its_own_service(make_lab, tmp_path) -> None:
         got[_tcp_greeting(ns, "10.96.0.20", 80)] += 1
     # a-1 is one of the service's backends: some of its connections are given itself
     assert got["a-1"] > 0 and set(got) == {"a-1", "a-2", "b-1"}, got
+
+
+def test_conntrack_lists_a_service_connection_once_and_flush_removes_both_entries(make_lab, tmp_path) -> None:
+    from netc.runtime import conntrack
+
+    lab = make_lab(LAB)
+    target = _load(lab, tmp_path)
+    ns = lab.container("client-1").netns
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with s:
+        s.settimeout(2.0)
+        s.connect(("10.96.0.30", 7000))
+        s.sendall(b"hello\n")
+        backend = s.recv(256).decode().split()[1]
+        mine = [e for e in conntrack.entries(target, "client-1") if e.translated]
+        assert len(mine) == 1
+        e = mine[0]
+        assert {e.a, e.b} == {lab.container("client-1").address(), "10.96.0.30"}
+        assert e.translated == f"{lab.container(backend).address()}:7000"
+        listed, twins = conntrack._scan(target, "client-1")
+        assert len(twins) == 1
+        conntrack.flush(target, "client-1")
+        listed, twins = conntrack._scan(target, "client-1")
+        assert listed == [] and twins == []
