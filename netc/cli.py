@@ -761,13 +761,7 @@ def bench_compare(n: int, packets: int, rounds: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return
-    for k, v in result.items():
-        if isinstance(v, dict):
-            click.echo(f"{k}:")
-            for k2, v2 in v.items():
-                click.echo(f"  {k2:<20} {v2}")
-        else:
-            click.echo(f"{k:<22} {v}")
+    click.echo(format_text(result))
 
 
 @bench.command("datapath")
