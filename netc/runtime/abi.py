@@ -64,6 +64,19 @@ CT_TIMEOUT_DEFAULTS_S = {CT_SYN_SENT: 60, CT_SYN_RECV: 60, CT_ESTABLISHED: 7200,
                          CT_CLOSING: 10, CT_UDP: 60, CT_ICMP: 30, CT_OTHER: 60}
 RULE_ESTABLISHED = 5
 RULE_RELATED = 6
+CT_COUNTER_ENDPOINTS = 1024   # endpoint ids below this count established/related in netc_ct_counters
+CT_COUNTER_SLOTS = CT_COUNTER_ENDPOINTS * 4
+
+
+def ct_counter_slot(endpoint_id: int, rule_id: int, direction: int) -> int:
+    """The netc_ct_counters slot of an endpoint's established or related packets in a direction."""
+    return (endpoint_id * 2 + (rule_id - RULE_ESTABLISHED)) * 2 + direction
+
+
+def ct_counter_key(slot: int) -> tuple[int, int, int, int]:
+    """(rule_id, endpoint_id, dir, action) of a netc_ct_counters slot, as netc_counters keys it."""
+    endpoint_id, rest = divmod(slot, 4)
+    return RULE_ESTABLISHED + rest // 2, endpoint_id, rest % 2, ACTION_ALLOW
 
 EVENT_DENY = 1
 EVENT_ALLOW = 2

@@ -45,7 +45,7 @@ PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_c
 MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")   # one set per version
 # Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
 # ring a `netc monitor` is reading, and the loss/overflow statistics.
-SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct_timeouts")
+SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct_timeouts", "netc_ct_counters")
 
 
 def write_ct_timeouts(m: Any, overrides: dict[int, float] | None = None) -> None:

@@ -143,6 +143,15 @@ struct netc_counter {
 	__u64 bytes;
 };
 
+/* Packets that connection tracking passed (NETC_RULE_ESTABLISHED, NETC_RULE_RELATED) are the
+ * bulk of the traffic: they count in netc_ct_counters, a per-CPU array whose lookup the verifier
+ * inlines, one slot per (endpoint, rule, direction), action allow. Endpoints whose id is past the
+ * array count in netc_counters like every other rule. */
+#define NETC_CT_COUNTER_ENDPOINTS 1024
+#define NETC_CT_COUNTER_SLOTS     (NETC_CT_COUNTER_ENDPOINTS * 4)
+#define NETC_CT_COUNTER_SLOT(endpoint_id, rule_id, dir) \
+	(((endpoint_id) * 2 + ((rule_id) - NETC_RULE_ESTABLISHED)) * 2 + (dir))
+
 /* Slots of netc_stats, a per-CPU array of __u64. */
 #define NETC_STAT_EVENTS_LOST   0 /* an event did not fit in the ring */
 #define NETC_STAT_COUNTERS_FULL 1 /* a counter could not be created: netc_counters is full */
