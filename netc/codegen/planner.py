@@ -70,6 +70,9 @@ def policy_maps() -> tuple[MapSpec, ...]:
         MapSpec("netc_ct", "lru_hash", "struct netc_ct_key", "struct netc_ct_entry", abi.CT_KEY.size,
                 abi.CT_ENTRY.size, CT_ENTRIES,
                 comment="connection tracking, per endpoint: the oldest entry goes when it is full"),
+        MapSpec("netc_ct4", "lru_hash", "struct netc_ct4_key", "struct netc_ct_entry", abi.CT4_KEY.size,
+                abi.CT_ENTRY.size, CT_ENTRIES,
+                comment="connection tracking of IPv4 under a shorter key, per endpoint: the oldest entry goes when it is full"),
         MapSpec("netc_ct_timeouts", "array", "__u32", "__u64", 4, 8, abi.CT_TIMEOUTS,
                 comment="connection-tracking timeouts in ns, by state"),
     )

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,24 +53,31 @@ def _flushed_path(target: str) -> str:
     return os.path.join(state_dir(), "objects", f"{target}.ct-flushed")
 
 
+def _tracked(target: str) -> Iterator[tuple[bytes, bytes]]:
+    """Every tracked connection as (struct netc_ct_key, entry), from both tables (abi.ct_table)."""
+    for name in abi.CT_TABLES:
+        with _shared_map(target, name) as m:
+            for key, value in m.items():
+                yield (abi.ct_key_from4(key) if name == "netc_ct4" else key), value
+
+
 def entries(target: str, container: str | None = None) -> list[CtEntry]:
     tv = view(target)
     by_ifindex = {c.ifindex: c.name for c in tv.inventory.containers if c.ifindex is not None}
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     out: list[CtEntry] = []
     protos = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6", 0: "other"}
-    with _shared_map(target, "netc_ct") as m:
-        for key, value in m.items():
-            ifindex, proto, family, _, a, b, pa, pb = abi.CT_KEY.unpack(key)
-            created, last, rule_id, state, orig_a, d, _flags, packets, octets = abi.CT_ENTRY.unpack(value)
-            name = by_ifindex.get(ifindex, f"ifindex {ifindex}")
-            if container and name != container:
-                continue
-            loc, text, _ = tv.describe_rule(rule_id)
-            out.append(CtEntry(name, protos.get(proto, str(proto)), _addr(a, family), pa, _addr(b, family), pb,
-                               "a" if orig_a else "b", "ingress" if d == abi.DIR_INGRESS else "egress",
-                               abi.CT_STATES.get(state, str(state)), round((now - created) / 1e9, 3),
-                               round((now - last) / 1e9, 3), f"{loc} {text}".strip(), packets, octets, key))
+    for key, value in _tracked(target):
+        ifindex, proto, family, _, a, b, pa, pb = abi.CT_KEY.unpack(key)
+        created, last, rule_id, state, orig_a, d, _flags, packets, octets = abi.CT_ENTRY.unpack(value)
+        name = by_ifindex.get(ifindex, f"ifindex {ifindex}")
+        if container and name != container:
+            continue
+        loc, text, _ = tv.describe_rule(rule_id)
+        out.append(CtEntry(name, protos.get(proto, str(proto)), _addr(a, family), pa, _addr(b, family), pb,
+                           "a" if orig_a else "b", "ingress" if d == abi.DIR_INGRESS else "egress",
+                           abi.CT_STATES.get(state, str(state)), round((now - created) / 1e9, 3),
+                           round((now - last) / 1e9, 3), f"{loc} {text}".strip(), packets, octets, key))
     out.sort(key=lambda e: (e.container, e.age_s))
     return out
 
@@ -77,10 +85,10 @@ def entries(target: str, container: str | None = None) -> list[CtEntry]:
 def flush(target: str, container: str | None = None) -> int:
     """Delete tracked connections (of one container, or all); returns how many."""
     gone = 0
-    keys = [e.key for e in entries(target, container)]
-    with _shared_map(target, "netc_ct") as m:
-        for k in keys:
-            gone += bool(m.delete(k))
+    for e in entries(target, container):
+        name, key = abi.ct_table(e.key)
+        with _shared_map(target, name) as m:
+            gone += bool(m.delete(key))
     path = _flushed_path(target)
     before = 0
     if os.path.exists(path):

@@ -45,7 +45,8 @@ PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_c
 MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")   # one set per version
 # Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
 # ring a `netc monitor` is reading, and the loss/overflow statistics.
-SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct_timeouts", "netc_ct_counters")
+SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct4", "netc_ct_timeouts",
+          "netc_ct_counters")
 
 
 def write_ct_timeouts(m: Any, overrides: dict[int, float] | None = None) -> None:
@@ -278,6 +279,7 @@ def _open_pinned_prog(path: str) -> int:
 def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = None,
          wait_s: float = 30.0, conntrack_size: int | None = None) -> LoadReport:
     from netc.api import read_manifest
+    from netc.runtime import abi
     from netc.runtime.libbpf import BpfObject, bpf_obj_get, bpf_obj_pin
 
     check_privileges()
@@ -329,7 +331,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                         os.close(fd)   # libbpf keeps its own duplicate
                     reused.append(name)
             if conntrack_size:
-                sizes["netc_ct"] = conntrack_size
+                for name in abi.CT_TABLES:   # one table per address family
+                    sizes[name] = conntrack_size
             for name, n in sizes.items():
                 if name not in reused:
                     obj.set_max_entries(name, n)
@@ -346,6 +349,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                 report.map_bytes += sizes[name] * (m.key_size + m.value_size)
             if "netc_ct_timeouts" not in reused:
                 write_ct_timeouts(maps["netc_ct_timeouts"])
+            if "netc_ct" in reused and "netc_ct4" not in reused:
+                _move_ipv4_connections(maps["netc_ct"], maps["netc_ct4"])
             os.makedirs(shared_dir, exist_ok=True)
             for name in SHARED:
                 if name not in reused:
@@ -440,6 +445,19 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
         _retire_old(st, target.name)
     report.timings["total_s"] = time.perf_counter() - t0
     return report
+
+
+def _move_ipv4_connections(ct: Any, ct4: Any) -> None:
+    """A target an older netc loaded tracks IPv4 connections in netc_ct too: move them to netc_ct4,
+    where this program looks them up, so they keep going across the upgrade. (One the old program
+    creates between this and the attachment is forgotten, as after a flush.)"""
+    from netc.runtime import abi
+
+    for key, value in list(ct.items()):
+        name, key4 = abi.ct_table(key)
+        if name == "netc_ct4":
+            ct4.update(key4, value)
+            ct.delete(key)
 
 
 def _write_atomically(path: str, data: bytes) -> None:

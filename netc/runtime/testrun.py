@@ -13,6 +13,7 @@ from typing import Any
 
 from netc.ir.eval import Packet, evaluate_side
 from netc.ir.nodes import Direction, Program
+from netc.runtime import abi
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.materialize import endpoint_for, materialize
 from netc.runtime.packets import frame
@@ -59,7 +60,7 @@ class KernelClassifier:
 
         write_ct_timeouts(maps["netc_ct_timeouts"])
         self._endpoints = maps["netc_endpoints"]
-        self._ct = maps["netc_ct"]
+        self._ct_tables = [maps[name] for name in abi.CT_TABLES]
         self._progs = self.obj.programs
         self._current: str | None = None
         self.stateless = True   # each classify() judges a first packet: tracked state is cleared
@@ -87,9 +88,14 @@ class KernelClassifier:
             self.flush_ct()
         return KernelVerdict(run.retval != TC_ACT_SHOT, run.retval)
 
+    def ct_entries(self) -> list[tuple[bytes, bytes]]:
+        """Every tracked connection: (key in its table, entry), IPv6 (netc_ct) then IPv4 (netc_ct4)."""
+        return [item for m in self._ct_tables for item in m.items()]
+
     def flush_ct(self) -> None:
-        for key in list(self._ct.keys()):
-            self._ct.delete(key)
+        for m in self._ct_tables:
+            for key in list(m.keys()):
+                m.delete(key)
 
 
 def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tuple[bool, str]]:
