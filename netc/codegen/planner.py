@@ -69,10 +69,10 @@ def policy_maps() -> tuple[MapSpec, ...]:
                 comment="events lost, counters full, malformed packets, conntrack churn: per CPU"),
         MapSpec("netc_ct", "lru_hash", "struct netc_ct_key", "struct netc_ct_entry", abi.CT_KEY.size,
                 abi.CT_ENTRY.size, CT_ENTRIES,
-                comment="connection tracking, per endpoint: the oldest entry goes when it is full"),
+                comment="connection tracking of IPv6, per endpoint: the oldest entry goes when it is full"),
         MapSpec("netc_ct4", "lru_hash", "struct netc_ct4_key", "struct netc_ct_entry", abi.CT4_KEY.size,
                 abi.CT_ENTRY.size, CT_ENTRIES,
-                comment="connection tracking of IPv4 under a shorter key, per endpoint: the oldest entry goes when it is full"),
+                comment="connection tracking of IPv4, under a 20-byte key (cheaper to hash and compare)"),
         MapSpec("netc_ct_timeouts", "array", "__u32", "__u64", 4, 8, abi.CT_TIMEOUTS,
                 comment="connection-tracking timeouts in ns, by state"),
     )

@@ -75,6 +75,12 @@ def ct_counter_slot(endpoint_id: int, rule_id: int, direction: int) -> int:
     return (endpoint_id * 2 + (rule_id - RULE_ESTABLISHED)) * 2 + direction
 
 
+def ct_counter_key(slot: int) -> tuple[int, int, int, int]:
+    """(rule_id, endpoint_id, dir, action) of a netc_ct_counters slot, as netc_counters keys it."""
+    endpoint_id, rest = divmod(slot, 4)
+    return RULE_ESTABLISHED + rest // 2, endpoint_id, rest % 2, ACTION_ALLOW
+
+
 CT_TABLES = ("netc_ct", "netc_ct4")
 
 
@@ -96,11 +102,6 @@ def ct4_key(key: bytes) -> bytes:
     ifindex, proto, _, _, a, b, port_a, port_b = CT_KEY.unpack(key)
     return CT4_KEY.pack(ifindex, proto, a[12:], b[12:], port_a, port_b)
 
-
-def ct_counter_key(slot: int) -> tuple[int, int, int, int]:
-    """(rule_id, endpoint_id, dir, action) of a netc_ct_counters slot, as netc_counters keys it."""
-    endpoint_id, rest = divmod(slot, 4)
-    return RULE_ESTABLISHED + rest // 2, endpoint_id, rest % 2, ACTION_ALLOW
 
 EVENT_DENY = 1
 EVENT_ALLOW = 2
