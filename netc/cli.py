@@ -399,7 +399,8 @@ def _target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
               help="Seconds to wait for another netc command that holds the lock.")
 @click.option("--json", "as_json", is_flag=True, help="Print the load report as JSON.")
 @click.option("--conntrack-size", type=int, default=None,
-              help="Entries of the connection-tracking table (first load of a target; default 262144).")
+              help="Entries of each connection-tracking table, IPv4 and IPv6 (first load of a target; "
+                   "default 262144).")
 @_guard
 def load(artifact: str, lab: str | None, inventory: str | None, name: str | None, attach: str | None,
          wait_s: float, as_json: bool, conntrack_size: int | None) -> None:

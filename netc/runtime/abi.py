@@ -58,6 +58,8 @@ STAT_LB_NEW = 6
 STATS = 8
 
 CT_KEY = struct.Struct("<IBBH16s16sHH")       # ifindex, proto, family, pad, a, b, port_a, port_b
+CT4_KEY = struct.Struct("<IB3x4s4sHH")        # ifindex, proto, pad, a, b (IPv4, network order), port_a, port_b
+V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 # created, last, rule_id, state, orig_a, dir, flags, packets, bytes,
 # nat, backend_id, nat_port, nat_port2, nat_addr, nat_addr2
 CT_ENTRY = struct.Struct("<QQIBBBBQQB3xIHH4x16s16s")
@@ -72,6 +74,42 @@ CT_TIMEOUT_DEFAULTS_S = {CT_SYN_SENT: 60, CT_SYN_RECV: 60, CT_ESTABLISHED: 7200,
                          CT_CLOSING: 10, CT_UDP: 60, CT_ICMP: 30, CT_OTHER: 60}
 RULE_ESTABLISHED = 5
 RULE_RELATED = 6
+CT_COUNTER_ENDPOINTS = 1024   # endpoint ids below this count established/related in netc_ct_counters
+CT_COUNTER_SLOTS = CT_COUNTER_ENDPOINTS * 4
+
+
+def ct_counter_slot(endpoint_id: int, rule_id: int, direction: int) -> int:
+    """The netc_ct_counters slot of an endpoint's established or related packets in a direction."""
+    return (endpoint_id * 2 + (rule_id - RULE_ESTABLISHED)) * 2 + direction
+
+
+def ct_counter_key(slot: int) -> tuple[int, int, int, int]:
+    """(rule_id, endpoint_id, dir, action) of a netc_ct_counters slot, as netc_counters keys it."""
+    endpoint_id, rest = divmod(slot, 4)
+    return RULE_ESTABLISHED + rest // 2, endpoint_id, rest % 2, ACTION_ALLOW
+
+
+CT_TABLES = ("netc_ct", "netc_ct4")
+
+
+def ct_table(key: bytes) -> tuple[str, bytes]:
+    """Where the datapath tracks the connection of a struct netc_ct_key: (map, key in that map)."""
+    if CT_KEY.unpack(key)[2] == 4:
+        return "netc_ct4", ct4_key(key)
+    return "netc_ct", key
+
+
+def ct_key_from4(key4: bytes) -> bytes:
+    """The struct netc_ct_key of a netc_ct4 entry's key (the same connection, family 4)."""
+    ifindex, proto, a, b, port_a, port_b = CT4_KEY.unpack(key4)
+    return CT_KEY.pack(ifindex, proto, 4, 0, V4_MAPPED + a, V4_MAPPED + b, port_a, port_b)
+
+
+def ct4_key(key: bytes) -> bytes:
+    """The netc_ct4 key of an IPv4 connection's struct netc_ct_key."""
+    ifindex, proto, _, _, a, b, port_a, port_b = CT_KEY.unpack(key)
+    return CT4_KEY.pack(ifindex, proto, a[12:], b[12:], port_a, port_b)
+
 
 EVENT_DENY = 1
 EVENT_ALLOW = 2

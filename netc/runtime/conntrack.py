@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,14 @@ def _flushed_path(target: str) -> str:
     return os.path.join(state_dir(), "objects", f"{target}.ct-flushed")
 
 
+def _tracked(target: str) -> Iterator[tuple[bytes, bytes]]:
+    """Every tracked connection as (struct netc_ct_key, entry), from both tables (abi.ct_table)."""
+    for name in abi.CT_TABLES:
+        with _shared_map(target, name) as m:
+            for key, value in m.items():
+                yield (abi.ct_key_from4(key) if name == "netc_ct4" else key), value
+
+
 def entries(target: str, container: str | None = None) -> list[CtEntry]:
     return _scan(target, container)[0]
 
@@ -66,24 +75,23 @@ def _scan(target: str, container: str | None) -> tuple[list[CtEntry], list[bytes
     out: list[CtEntry] = []
     twins: list[bytes] = []
     protos = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6", 0: "other"}
-    with _shared_map(target, "netc_ct") as m:
-        for key, value in m.items():
-            ifindex, proto, family, _, a, b, pa, pb = abi.CT_KEY.unpack(key)
-            (created, last, rule_id, state, orig_a, d, _flags, packets, octets,
-             nat, _backend, nat_port, _nat_port2, nat_addr, _nat_addr2) = abi.CT_ENTRY.unpack(value)
-            name = by_ifindex.get(ifindex, f"ifindex {ifindex}")
-            if container and name != container:
-                continue
-            if nat & abi.NAT_REVERSE:
-                twins.append(key)
-                continue
-            translated = f"{_addr(nat_addr, family)}:{nat_port}" if nat & abi.NAT_DNAT else ""
-            loc, text, _ = tv.describe_rule(rule_id)
-            out.append(CtEntry(name, protos.get(proto, str(proto)), _addr(a, family), pa, _addr(b, family), pb,
-                               "a" if orig_a else "b", "ingress" if d == abi.DIR_INGRESS else "egress",
-                               abi.CT_STATES.get(state, str(state)), round((now - created) / 1e9, 3),
-                               round((now - last) / 1e9, 3), f"{loc} {text}".strip(), packets, octets, key,
-                               translated))
+    for key, value in _tracked(target):
+        ifindex, proto, family, _, a, b, pa, pb = abi.CT_KEY.unpack(key)
+        (created, last, rule_id, state, orig_a, d, _flags, packets, octets,
+         nat, _backend, nat_port, _nat_port2, nat_addr, _nat_addr2) = abi.CT_ENTRY.unpack(value)
+        name = by_ifindex.get(ifindex, f"ifindex {ifindex}")
+        if container and name != container:
+            continue
+        if nat & abi.NAT_REVERSE:
+            twins.append(key)
+            continue
+        translated = f"{_addr(nat_addr, family)}:{nat_port}" if nat & abi.NAT_DNAT else ""
+        loc, text, _ = tv.describe_rule(rule_id)
+        out.append(CtEntry(name, protos.get(proto, str(proto)), _addr(a, family), pa, _addr(b, family), pb,
+                           "a" if orig_a else "b", "ingress" if d == abi.DIR_INGRESS else "egress",
+                           abi.CT_STATES.get(state, str(state)), round((now - created) / 1e9, 3),
+                           round((now - last) / 1e9, 3), f"{loc} {text}".strip(), packets, octets, key,
+                           translated))
     out.sort(key=lambda e: (e.container, e.age_s))
     return out, twins
 
@@ -92,11 +100,13 @@ def flush(target: str, container: str | None = None) -> int:
     """Delete tracked connections (of one container, or all); returns how many."""
     gone = twins_gone = 0
     listed, twins = _scan(target, container)
-    with _shared_map(target, "netc_ct") as m:
-        for e in listed:
-            gone += bool(m.delete(e.key))
-        for k in twins:
-            twins_gone += bool(m.delete(k))
+    for k in [e.key for e in listed] + twins:
+        name, key = abi.ct_table(k)
+        with _shared_map(target, name) as m:
+            if k in twins:
+                twins_gone += bool(m.delete(key))
+            else:
+                gone += bool(m.delete(key))
     path = _flushed_path(target)
     before = 0
     if os.path.exists(path):

@@ -49,7 +49,8 @@ VERSION_MAPS = MAPS + LB_MAPS
 # Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
 # ring a `netc monitor` is reading, the loss/overflow statistics, connection tracking and the
 # clients `affinity client-ip` keeps on their backends.
-SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct_timeouts", "netc_affinity")
+SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct4", "netc_ct_timeouts",
+          "netc_ct_counters", "netc_affinity")
 AFFINITY_UNUSED = 64   # netc_affinity's size while no service asks for affinity
 
 
@@ -310,6 +311,7 @@ def _open_pinned_prog(path: str) -> int:
 def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = None,
          wait_s: float = 30.0, conntrack_size: int | None = None) -> LoadReport:
     from netc.api import read_manifest
+    from netc.runtime import abi
     from netc.runtime.libbpf import BpfObject, bpf_obj_get, bpf_obj_pin
 
     check_privileges()
@@ -372,7 +374,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                         os.close(fd)   # libbpf keeps its own duplicate
                     reused.append(name)
             if conntrack_size:
-                sizes["netc_ct"] = conntrack_size
+                for name in abi.CT_TABLES:   # one table per address family
+                    sizes[name] = conntrack_size
             for name, n in sizes.items():
                 if name not in reused:
                     obj.set_max_entries(name, n)
@@ -396,6 +399,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                 report.map_bytes += sizes.get(name, len(lb_items)) * (m.key_size + m.value_size)
             if "netc_ct_timeouts" not in reused:
                 write_ct_timeouts(maps["netc_ct_timeouts"])
+            if "netc_ct" in reused and "netc_ct4" not in reused:
+                _move_ipv4_connections(maps["netc_ct"], maps["netc_ct4"])
             os.makedirs(shared_dir, exist_ok=True)
             for name in SHARED:
                 if name not in reused and name in maps:
@@ -495,6 +500,19 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
         _retire_old(st, target.name)
     report.timings["total_s"] = time.perf_counter() - t0
     return report
+
+
+def _move_ipv4_connections(ct: Any, ct4: Any) -> None:
+    """A target an older netc loaded tracks IPv4 connections in netc_ct too: move them to netc_ct4,
+    where this program looks them up, so they keep going across the upgrade. (One the old program
+    creates between this and the attachment is forgotten, as after a flush.)"""
+    from netc.runtime import abi
+
+    for key, value in list(ct.items()):
+        name, key4 = abi.ct_table(key)
+        if name == "netc_ct4":
+            ct4.update(key4, value)
+            ct.delete(key)
 
 
 def _write_atomically(path: str, data: bytes) -> None:

@@ -103,23 +103,38 @@ class CounterRow:
     bytes: int
 
 
-def read_counters(target: str) -> list[CounterRow]:
-    """Every counter, summed over CPUs, sorted by packets (most first)."""
+def _sum_cpus(raw: bytes) -> tuple[int, int]:
     from netc.runtime.libbpf import per_cpu_values
 
+    packets = total_bytes = 0
+    for v in per_cpu_values(raw, abi.COUNTER.size):
+        p, b = abi.COUNTER.unpack(v)
+        packets += p
+        total_bytes += b
+    return packets, total_bytes
+
+
+def read_counters(target: str) -> list[CounterRow]:
+    """Every counter, summed over CPUs, sorted by packets (most first)."""
     tv = view(target)
-    rows: list[CounterRow] = []
+    totals: dict[tuple[int, int, int, int], tuple[int, int]] = {}
     with _shared_map(target, "netc_counters") as m:
         for key, raw in m.items():
             rule_id, endpoint_id, d, action, _ = abi.COUNTER_KEY.unpack(key)
-            packets = total_bytes = 0
-            for v in per_cpu_values(raw, abi.COUNTER.size):
-                p, b = abi.COUNTER.unpack(v)
-                packets += p
-                total_bytes += b
-            loc, text, policy = tv.describe_rule(rule_id)
-            rows.append(CounterRow(rule_id, loc, text, policy, tv.endpoint_names.get(endpoint_id, f"#{endpoint_id}"),
-                                   DIRECTIONS.get(d, str(d)), ACTIONS.get(action, str(action)), packets, total_bytes))
+            totals[(rule_id, endpoint_id, d, action)] = _sum_cpus(raw)
+    # established and related packets, of endpoints with a slot in netc_ct_counters
+    with _shared_map(target, "netc_ct_counters") as m:
+        for slot in range(abi.CT_COUNTER_SLOTS):
+            packets, total_bytes = _sum_cpus(m.lookup(slot.to_bytes(4, "little")) or b"")
+            if packets:
+                key = abi.ct_counter_key(slot)
+                p0, b0 = totals.get(key, (0, 0))
+                totals[key] = (p0 + packets, b0 + total_bytes)
+    rows: list[CounterRow] = []
+    for (rule_id, endpoint_id, d, action), (packets, total_bytes) in totals.items():
+        loc, text, policy = tv.describe_rule(rule_id)
+        rows.append(CounterRow(rule_id, loc, text, policy, tv.endpoint_names.get(endpoint_id, f"#{endpoint_id}"),
+                               DIRECTIONS.get(d, str(d)), ACTIONS.get(action, str(action)), packets, total_bytes))
     rows.sort(key=lambda r: (-r.packets, r.location, r.container))
     return rows
 

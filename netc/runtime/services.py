@@ -534,19 +534,17 @@ def _connections(target: str) -> dict[int, int]:
         pass
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     out: dict[int, int] = {}
-    with _shared_map(target, "netc_ct") as m:
-        for key, value in m.items():
-            rev = abi.CT_KEY.unpack(key)[3]
-            if rev:
-                continue
-            f = abi.CT_ENTRY.unpack(value)
-            last, state, nat, backend_id = f[1], f[3], f[9], f[10]
-            if not nat & abi.NAT_DNAT:
-                continue
-            limit = timeouts.get(state, abi.CT_TIMEOUT_DEFAULTS_S.get(state, 60) * 1_000_000_000)
-            if now - last > limit:
-                continue     # expired: the datapath removes it at its next packet
-            out[backend_id] = out.get(backend_id, 0) + 1
+    for table in abi.CT_TABLES:   # IPv6 connections in netc_ct, IPv4 ones in netc_ct4
+        with _shared_map(target, table) as m:
+            for _, value in m.items():
+                f = abi.CT_ENTRY.unpack(value)
+                last, state, nat, backend_id = f[1], f[3], f[9], f[10]
+                if not nat & abi.NAT_DNAT:
+                    continue     # not translated, or the reverse twin (NAT_REVERSE) of one
+                limit = timeouts.get(state, abi.CT_TIMEOUT_DEFAULTS_S.get(state, 60) * 1_000_000_000)
+                if now - last > limit:
+                    continue     # expired: the datapath removes it at its next packet
+                out[backend_id] = out.get(backend_id, 0) + 1
     return out
 
 

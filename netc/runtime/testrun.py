@@ -13,6 +13,7 @@ from typing import Any
 
 from netc.ir.eval import Packet, evaluate_side
 from netc.ir.nodes import Direction, Program
+from netc.runtime import abi
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.materialize import endpoint_for, materialize
 from netc.runtime.packets import frame
@@ -66,7 +67,7 @@ class KernelClassifier:
 
         sizes = map_sizes(self.contents, len(program.rules), len(inventory.containers))
         # a test run tracks a handful of connections: small tables load in a fraction of the time
-        sizes["netc_ct"] = TEST_CT_ENTRIES
+        sizes["netc_ct"] = sizes["netc_ct4"] = TEST_CT_ENTRIES
         if program.services:
             sizes["netc_affinity"] = TEST_CT_ENTRIES
         ids = Ids()
@@ -96,7 +97,7 @@ class KernelClassifier:
 
         write_ct_timeouts(maps["netc_ct_timeouts"])
         self._endpoints = maps["netc_endpoints"]
-        self._ct = maps["netc_ct"]
+        self._ct_tables = [maps[name] for name in abi.CT_TABLES]
         self._progs = self.obj.programs
         self._current: str | None = None
         self.stateless = True   # each classify() judges a first packet: tracked state is cleared
@@ -125,9 +126,13 @@ class KernelClassifier:
         # TC_ACT_REDIRECT: a service with no backend answered the client (ICMP port unreachable)
         return KernelVerdict(run.retval not in (TC_ACT_SHOT, TC_ACT_REDIRECT), run.retval, run.data_out)
 
+    def ct_entries(self) -> list[tuple[bytes, bytes]]:
+        """Every tracked connection: (key in its table, entry), IPv6 (netc_ct) then IPv4 (netc_ct4)."""
+        return [item for m in self._ct_tables for item in m.items()]
+
     def flush_ct(self) -> None:
         """Forget every connection (and every client's remembered backend)."""
-        for m in (self._ct, self.obj.maps.get("netc_affinity")):
+        for m in [*self._ct_tables, self.obj.maps.get("netc_affinity")]:
             if m is not None:
                 for key in list(m.keys()):
                     m.delete(key)

@@ -44,7 +44,7 @@ def kc():  # type: ignore[no-untyped-def]
 
 
 def _states(k: KernelClassifier) -> list[int]:
-    return [abi.CT_ENTRY.unpack(v)[3] for _, v in k._ct.items()]
+    return [abi.CT_ENTRY.unpack(v)[3] for _, v in k.ct_entries()]
 
 
 def test_tcp_handshake_data_and_close(kc) -> None:  # type: ignore[no-untyped-def]
@@ -83,6 +83,30 @@ def test_udp_and_icmp_echo_replies_pass(kc) -> None:  # type: ignore[no-untyped-
     assert kc.classify(db, Direction.INGRESS, Packet(1, CLIENT, DB, icmp_type=8, icmp_code=0, icmp_id=77)).allowed
     assert kc.classify(db, Direction.EGRESS, Packet(1, DB, CLIENT, icmp_type=0, icmp_code=0, icmp_id=77)).allowed
     assert not kc.classify(db, Direction.EGRESS, Packet(1, DB, CLIENT, icmp_type=0, icmp_code=0, icmp_id=78)).allowed
+
+
+def test_each_family_has_its_table_and_user_space_reads_both() -> None:
+    """IPv4 connections are tracked in netc_ct4 under a 20-byte key, IPv6 ones in netc_ct; the
+    keys the kernel wrote read back as the same struct netc_ct_key (abi.ct_key_from4, ct_table)."""
+    import ipaddress
+
+    compiled = api.compile(SERVER_LOCKED, name="ct.netp")
+    db = Container("db-1", (DB, "fd00::7"), {"app": "db"})
+    client = Container("client-1", (CLIENT, "fd00::9"), {"app": "client"})
+    with KernelClassifier(compiled.object, compiled.program, Inventory([db, client])) as k:
+        k.stateless = False
+        for src, dst in ((CLIENT, DB), ("fd00::9", "fd00::7")):
+            assert k.classify(db, Direction.INGRESS, Packet(6, src, dst, 40000, 5432, tcp_flags=SYN)).allowed
+            assert k.classify(db, Direction.EGRESS, Packet(6, dst, src, 5432, 40000, tcp_flags=SYN | ACK)).allowed
+        (key6, _), = k.obj.maps["netc_ct"].items()
+        (key4, _), = k.obj.maps["netc_ct4"].items()
+    v4 = abi.CT_KEY.unpack(abi.ct_key_from4(key4))
+    assert v4[1:4] == (6, 4, 0) and v4[6:] == (5432, 40000)   # a is the lower end: the server
+    assert (v4[4], v4[5]) == (ipaddress.ip_address(f"::ffff:{DB}").packed, ipaddress.ip_address(f"::ffff:{CLIENT}").packed)
+    assert abi.ct_table(abi.ct_key_from4(key4)) == ("netc_ct4", key4)
+    v6 = abi.CT_KEY.unpack(key6)
+    assert v6[1:3] == (6, 6) and v6[4] == ipaddress.ip_address("fd00::7").packed
+    assert abi.ct_table(key6) == ("netc_ct", key6)
 
 
 def test_an_icmp_error_about_a_tracked_connection_is_related(kc) -> None:  # type: ignore[no-untyped-def]
@@ -164,6 +188,33 @@ def test_server_with_closed_egress_answers_but_cannot_call_out(lab) -> None:  # 
     assert flushed.returncode == 0, flushed.stderr
     assert not _udp_exchange(lb, 41000), "after a flush the new policy judges the old flow too"
     assert labmod.probe(lb.name, "client-1", "db-1", 5432) == "connected"
+
+
+def test_ipv4_connections_of_a_target_an_older_netc_loaded_keep_going(lab) -> None:  # type: ignore[no-untyped-def]
+    """Before netc_ct4, IPv4 connections were tracked in netc_ct: a load over such a target moves them."""
+    import os
+
+    from netc.runtime import loader
+    from netc.runtime.libbpf import Map
+
+    lb, tmp = lab
+    policy = tmp / "locked.netp"
+    policy.write_text(SERVER_LOCKED)
+    target = loader.resolve_target(lab=lb.name)
+    loader.load(api.compile(str(policy)).object, str(policy), target)
+    assert _udp_exchange(lb, 41000)
+    shared = os.path.join(loader._paths(lb.name)[0], "shared")
+    with Map.from_pinned(os.path.join(shared, "netc_ct4")) as ct4, \
+            Map.from_pinned(os.path.join(shared, "netc_ct")) as ct:
+        for key4, value in list(ct4.items()):   # as the older program kept them
+            ct.update(abi.ct_key_from4(key4), value)
+    os.unlink(os.path.join(shared, "netc_ct4"))
+    policy.write_text(SERVER_LOCKED.replace("allow ingress from client", "allow ingress tcp from client"))
+    loader.load(api.compile(str(policy)).object, str(policy), target)
+    assert _udp_exchange(lb, 41000), "the tracked flow keeps going across the upgrade"
+    assert not _udp_exchange(lb, 41001), "a new flow follows the new policy"
+    with Map.from_pinned(os.path.join(shared, "netc_ct")) as ct:
+        assert not list(ct.items()), "no IPv4 connection is left behind in netc_ct"
 
 
 def test_a_full_table_evicts_the_oldest_and_counts_it(lab) -> None:  # type: ignore[no-untyped-def]

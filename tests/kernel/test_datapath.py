@@ -61,9 +61,10 @@ def run(datapath, prog, frame, **kw) -> int:
     """One packet, judged as the first of its flow: tracked connections are forgotten after it
     (connection tracking has tests of its own)."""
     retval = prog_test_run(datapath.programs[prog], bytes(frame), **kw).retval
-    ct = datapath.maps["netc_ct"]
-    for key in list(ct.keys()):
-        ct.delete(key)
+    for name in abi.CT_TABLES:
+        ct = datapath.maps[name]
+        for key in list(ct.keys()):
+            ct.delete(key)
     return retval
 
 

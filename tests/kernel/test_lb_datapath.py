@@ -100,8 +100,10 @@ class Lb:
 
     def ct(self) -> list[tuple]:
         out = []
-        for k, v in self.maps["netc_ct"].items():
-            out.append((abi.CT_KEY.unpack(k), abi.CT_ENTRY.unpack(v)))
+        for name in abi.CT_TABLES:   # IPv6 in netc_ct, IPv4 in netc_ct4
+            for k, v in self.maps[name].items():
+                key = abi.ct_key_from4(k) if name == "netc_ct4" else k
+                out.append((abi.CT_KEY.unpack(key), abi.CT_ENTRY.unpack(v)))
         return out
 
     def close(self) -> None:

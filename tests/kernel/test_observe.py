@@ -58,16 +58,21 @@ def test_a_flood_fills_the_ring_and_every_lost_event_is_counted() -> None:
 
 
 def _count(kc: KernelClassifier, rule_id: int, eid: int) -> tuple[int, int]:
-    key = abi.COUNTER_KEY.pack(rule_id, eid, abi.DIR_INGRESS, abi.ACTION_ALLOW, 0)
-    raw = kc.obj.maps["netc_counters"].lookup(key)
+    if rule_id in (abi.RULE_ESTABLISHED, abi.RULE_RELATED) and eid < abi.CT_COUNTER_ENDPOINTS:
+        raw = kc.obj.maps["netc_ct_counters"].lookup(abi.ct_counter_slot(eid, rule_id, abi.DIR_INGRESS).to_bytes(4, "little"))
+    else:
+        key = abi.COUNTER_KEY.pack(rule_id, eid, abi.DIR_INGRESS, abi.ACTION_ALLOW, 0)
+        raw = kc.obj.maps["netc_counters"].lookup(key)
     assert raw is not None
     values = [abi.COUNTER.unpack(v) for v in per_cpu_values(raw, abi.COUNTER.size)]
     return sum(p for p, _ in values), sum(b for _, b in values)
 
 
-def test_counters_count_packets_and_bytes_per_rule() -> None:
+@pytest.mark.parametrize("eid", [1, abi.CT_COUNTER_ENDPOINTS], ids=["array-slot", "past-the-array"])
+def test_counters_count_packets_and_bytes_per_rule(eid: int) -> None:
     """The first packet counts against the rule that allowed it, the rest of the connection
-    against connection tracking (established)."""
+    against connection tracking (established): in netc_ct_counters, or in netc_counters for an
+    endpoint id the array has no slot for."""
     compiled = api.compile(POLICY, name="count.netp")
     web = Container("web-1", ("10.0.0.5",), {"app": "web"})
     allow = next(r for r in compiled.program.rules if r.action.value == "allow")
@@ -75,9 +80,10 @@ def test_counters_count_packets_and_bytes_per_rule() -> None:
         pkt = Packet(6, "192.0.2.1", "10.0.0.5", 40000, 443)
         data = frame(pkt)
         kc.classify(web, Direction.INGRESS, pkt)           # sets the endpoint up; state is cleared
+        kc.obj.maps["netc_endpoints"].update(*endpoint_for(compiled.program, kc.contents, web, 1, eid))
+        kc.obj.maps["netc_counters"].delete(abi.COUNTER_KEY.pack(allow.id, 1, abi.DIR_INGRESS, abi.ACTION_ALLOW, 0))
+        kc.classify(web, Direction.INGRESS, pkt)
         prog_test_run(kc._progs["netc_to_container"], data, repeat=100)
-        _, ep = endpoint_for(compiled.program, kc.contents, web, 1, 1)
-        eid = abi.ENDPOINT.unpack(ep)[1]
         assert _count(kc, allow.id, eid) == (2, 2 * len(data))
         assert _count(kc, abi.RULE_ESTABLISHED, eid) == (99, 99 * len(data))
 
@@ -122,8 +128,12 @@ def test_a_denied_connection_is_an_event_naming_its_rule_and_the_counter_matches
     assert e["container"] == "web-1" and e["direction"] == "ingress" and e["verdict"] == "deny"
     assert e["src_name"] == "client-1" and e["dst_name"] == "web-1" and e["src"] == "10.77.0.11"
     assert e["rule"]["location"].endswith("obs.netp:6") and e["kind"] == "log"
-    rows = [r for r in read_counters(lb.name) if r.rule_id == deny_rule.id]
-    assert len(rows) == 1 and rows[0].packets == k and rows[0].container == "web-1"
+    rows = read_counters(lb.name)
+    denied = [r for r in rows if r.rule_id == deny_rule.id]
+    assert len(denied) == 1 and denied[0].packets == k and denied[0].container == "web-1"
+    # the rest of the TCP connection passed as established, both ways, and is reported as such
+    est = {r.direction: r for r in rows if r.rule_id == abi.RULE_ESTABLISHED and r.container == "web-1"}
+    assert set(est) == {"ingress", "egress"} and all(r.packets > 0 and r.action == "allow" for r in est.values())
 
     live = subprocess.run([sys.executable, "-m", "netc", "explain", "--live", "--target", lb.name,
                            "--packet", "udp client-1 -> web-1:53", "--json"],

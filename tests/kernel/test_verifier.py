@@ -47,7 +47,9 @@ def test_the_maps_exist_with_btf(datapath):
         "netc_events": (BPF_MAP_TYPE_RINGBUF, 0, 0),
         "netc_stats": (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
         "netc_ct": (BPF_MAP_TYPE_LRU_HASH, abi.CT_KEY.size, abi.CT_ENTRY.size),
+        "netc_ct4": (BPF_MAP_TYPE_LRU_HASH, abi.CT4_KEY.size, abi.CT_ENTRY.size),
         "netc_ct_timeouts": (BPF_MAP_TYPE_ARRAY, 4, 8),
+        "netc_ct_counters": (BPF_MAP_TYPE_PERCPU_ARRAY, 4, abi.COUNTER.size),
     }
     assert set(maps) == set(expected)
     for name, (map_type, key_size, value_size) in expected.items():

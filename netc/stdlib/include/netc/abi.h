@@ -99,6 +99,19 @@ struct netc_ct_key {
 	__u16 port_b;
 };
 
+/* IPv4 connections are tracked apart, in netc_ct4, under this 20-byte form of the same key
+ * (family 4, addresses as their last 4 bytes): the kernel hashes and compares the whole key on
+ * every lookup, and 44 bytes cost twice what 20 do. IPv6 connections stay in netc_ct. */
+struct netc_ct4_key {
+	__u32 ifindex;
+	__u8 proto;
+	__u8 pad[3];
+	__be32 a;
+	__be32 b;
+	__u16 port_a;   /* host order */
+	__u16 port_b;
+};
+
 #define NETC_CT_SYN_SENT    1
 #define NETC_CT_SYN_RECV    2
 #define NETC_CT_ESTABLISHED 3
@@ -161,6 +174,15 @@ struct netc_counter {
 	__u64 packets;
 	__u64 bytes;
 };
+
+/* Packets that connection tracking passed (NETC_RULE_ESTABLISHED, NETC_RULE_RELATED) are the
+ * bulk of the traffic: they count in netc_ct_counters, a per-CPU array whose lookup the verifier
+ * inlines, one slot per (endpoint, rule, direction), action allow. Endpoints whose id is past the
+ * array count in netc_counters like every other rule. */
+#define NETC_CT_COUNTER_ENDPOINTS 1024
+#define NETC_CT_COUNTER_SLOTS     (NETC_CT_COUNTER_ENDPOINTS * 4)
+#define NETC_CT_COUNTER_SLOT(endpoint_id, rule_id, dir) \
+	(((endpoint_id) * 2 + ((rule_id) - NETC_RULE_ESTABLISHED)) * 2 + (dir))
 
 /* Slots of netc_stats, a per-CPU array of __u64. */
 #define NETC_STAT_EVENTS_LOST   0 /* an event did not fit in the ring */
