@@ -100,13 +100,17 @@ def service_maps(program: object) -> tuple[MapSpec, ...]:
         MapSpec("netc_affinity", "lru_hash", "struct netc_affinity_key", "struct netc_affinity",
                 abi.AFFINITY_KEY.size, abi.AFFINITY.size, AFFINITY_ENTRIES,
                 comment="(service, client address) -> the backend it keeps, for `affinity client-ip`"),
+        MapSpec("netc_ct_rev", "lru_hash", "struct netc_ct_key", "struct netc_ct_entry", abi.CT_KEY.size,
+                abi.CT_ENTRY.size, CT_ENTRIES if vips else CT_REV_UNUSED,
+                comment="service connections' reverse entries: translated tuple -> how to restore a reply"),
         MapSpec("netc_lb_scratch", "percpu_array", "__u32", "struct netc_nat", 4, abi.NAT_SCRATCH_SIZE, 1,
                 comment="per-CPU scratch: how the packet being classified is translated"),
     )
 
 
 BACKENDS = 1024           # default size of netc_backends; the loader sizes it from the inventory
-AFFINITY_ENTRIES = 65536  # clients remembered per node for `affinity client-ip`
+AFFINITY_ENTRIES = 65536
+CT_REV_UNUSED = 64        # netc_ct_rev's size in a program without services  # clients remembered per node for `affinity client-ip`
 CT_ENTRIES = 262144  # default size of the connection-tracking table (`netc load --conntrack-size`)
 
 

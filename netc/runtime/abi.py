@@ -90,6 +90,7 @@ def ct_counter_key(slot: int) -> tuple[int, int, int, int]:
 
 
 CT_TABLES = ("netc_ct", "netc_ct4")
+CT_REV_TABLE = "netc_ct_rev"   # service connections' reverse entries (struct netc_ct_key, both families)
 
 
 def ct_table(key: bytes) -> tuple[str, bytes]:

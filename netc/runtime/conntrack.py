@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from netc.errors import NetcError
 from netc.runtime import abi
 from netc.runtime.observe import _shared_map, read_stats_raw, view
 
@@ -55,11 +56,18 @@ def _flushed_path(target: str) -> str:
 
 
 def _tracked(target: str) -> Iterator[tuple[bytes, bytes]]:
-    """Every tracked connection as (struct netc_ct_key, entry), from both tables (abi.ct_table)."""
+    """Every tracked connection as (struct netc_ct_key, entry), from both tables (abi.ct_table),
+    then the reverse entries of service connections (abi.CT_REV_TABLE)."""
     for name in abi.CT_TABLES:
         with _shared_map(target, name) as m:
             for key, value in m.items():
                 yield (abi.ct_key_from4(key) if name == "netc_ct4" else key), value
+    try:
+        rev = _shared_map(target, abi.CT_REV_TABLE)
+    except NetcError:
+        return   # loaded by a netc from before services
+    with rev as m:
+        yield from m.items()
 
 
 def entries(target: str, container: str | None = None) -> list[CtEntry]:
@@ -100,13 +108,14 @@ def flush(target: str, container: str | None = None) -> int:
     """Delete tracked connections (of one container, or all); returns how many."""
     gone = twins_gone = 0
     listed, twins = _scan(target, container)
-    for k in [e.key for e in listed] + twins:
-        name, key = abi.ct_table(k)
+    for e in listed:
+        name, key = abi.ct_table(e.key)
         with _shared_map(target, name) as m:
-            if k in twins:
-                twins_gone += bool(m.delete(key))
-            else:
-                gone += bool(m.delete(key))
+            gone += bool(m.delete(key))
+    if twins:
+        with _shared_map(target, abi.CT_REV_TABLE) as m:
+            for k in twins:
+                twins_gone += bool(m.delete(k))
     path = _flushed_path(target)
     before = 0
     if os.path.exists(path):

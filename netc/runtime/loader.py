@@ -50,7 +50,7 @@ VERSION_MAPS = MAPS + LB_MAPS
 # ring a `netc monitor` is reading, the loss/overflow statistics, connection tracking and the
 # clients `affinity client-ip` keeps on their backends.
 SHARED = ("netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct4", "netc_ct_timeouts",
-          "netc_ct_counters", "netc_affinity")
+          "netc_ct_counters", "netc_affinity", "netc_ct_rev")
 AFFINITY_UNUSED = 64   # netc_affinity's size while no service asks for affinity
 
 
@@ -243,12 +243,14 @@ def map_sizes(contents: Contents, rules: int = 0, endpoints: int = 0, lb: Any = 
     # counters are allocated on first use; this bounds them (rule x endpoint x direction x action)
     out["netc_counters"] = min(1 << 20, max(65536, (rules + 4) * max(1, endpoints) * 2))
     if lb is not None and program is not None:
-        from netc.codegen.planner import AFFINITY_ENTRIES
+        from netc.codegen.planner import AFFINITY_ENTRIES, CT_ENTRIES, CT_REV_UNUSED
         from netc.runtime import services
 
         out["netc_backends"] = services.backends_size(lb, contents.ids)
         out["netc_lb_table"] = max(1, services.lb_table_slots(program))
         out["netc_affinity"] = AFFINITY_ENTRIES if any(s.affinity_s for s in program.services) else AFFINITY_UNUSED
+        # a service connection's reverse entry lives as long as its forward one: the same size
+        out["netc_ct_rev"] = CT_ENTRIES if program.services else CT_REV_UNUSED
         # entries, not sizes: the service hash holds one per VIP entry
         out["netc_services"] = max(1, sum(len(s.vips) for s in program.services))
     check_map_budget(contents, out)
@@ -366,8 +368,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                 if os.path.exists(pin):
                     fd = bpf_obj_get(pin)
                     try:
-                        if name == "netc_affinity" and _max_entries(fd) < sizes[name]:
-                            replaced.append(name)   # made small while no service wanted affinity
+                        if name in ("netc_affinity", "netc_ct_rev") and _max_entries(fd) < sizes[name]:
+                            replaced.append(name)   # made small while no service wanted it
                             continue
                         obj.reuse_map(name, fd)
                     finally:
@@ -376,6 +378,8 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             if conntrack_size:
                 for name in abi.CT_TABLES:   # one table per address family
                     sizes[name] = conntrack_size
+                if program.services:
+                    sizes["netc_ct_rev"] = conntrack_size
             for name, n in sizes.items():
                 if name not in reused:
                     obj.set_max_entries(name, n)

@@ -69,7 +69,7 @@ class KernelClassifier:
         # a test run tracks a handful of connections: small tables load in a fraction of the time
         sizes["netc_ct"] = sizes["netc_ct4"] = TEST_CT_ENTRIES
         if program.services:
-            sizes["netc_affinity"] = TEST_CT_ENTRIES
+            sizes["netc_affinity"] = sizes["netc_ct_rev"] = TEST_CT_ENTRIES
         ids = Ids()
         self.lb = services.compute(program, inventory, {}, ids)   # what `netc load` writes too
         if program.services:
@@ -132,7 +132,7 @@ class KernelClassifier:
 
     def flush_ct(self) -> None:
         """Forget every connection (and every client's remembered backend)."""
-        for m in [*self._ct_tables, self.obj.maps.get("netc_affinity")]:
+        for m in [*self._ct_tables, self.obj.maps.get("netc_affinity"), self.obj.maps.get("netc_ct_rev")]:
             if m is not None:
                 for key in list(m.keys()):
                     m.delete(key)

@@ -100,7 +100,7 @@ class Lb:
 
     def ct(self) -> list[tuple]:
         out = []
-        for name in abi.CT_TABLES:   # IPv6 in netc_ct, IPv4 in netc_ct4
+        for name in (*abi.CT_TABLES, abi.CT_REV_TABLE):   # IPv6, IPv4, service reverse entries
             for k, v in self.maps[name].items():
                 key = abi.ct_key_from4(k) if name == "netc_ct4" else k
                 out.append((abi.CT_KEY.unpack(key), abi.CT_ENTRY.unpack(v)))

@@ -27,7 +27,7 @@ DATAPATH_TEMPLATE = "datapath.c.j2"
 REQUIRED_MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild", "netc_counters", "netc_events",
                  "netc_stats", "netc_ct", "netc_ct4", "netc_ct_timeouts", "netc_ct_counters")
 LB_MAPS = ("netc_services", "netc_backends", "netc_lb_table", "netc_lb_rr", "netc_affinity",
-           "netc_lb_scratch")  # with services
+           "netc_lb_scratch", "netc_ct_rev")  # with services
 
 MAP_TYPES = {
     "hash": "BPF_MAP_TYPE_HASH",

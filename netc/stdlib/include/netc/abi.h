@@ -135,9 +135,10 @@ struct netc_ct_entry {
 	__u64 packets;
 	__u64 bytes;
 	/* Service translation (load balancing). A connection to a VIP has two entries: the forward
-	 * one, keyed by the tuple the client sent (client, VIP), holds the state and the backend; the
-	 * reverse one (nat = NETC_NAT_REVERSE), keyed by the translated tuple, says how to restore a
-	 * reply; one lookup finds either. */
+	 * one, in the connection table of its family and keyed by the tuple the client sent (client,
+	 * VIP), holds the state and the backend; the reverse one (nat = NETC_NAT_REVERSE), in
+	 * netc_ct_rev and keyed by the translated tuple, says how to restore a reply. netc_ct_rev is
+	 * looked up only when the connection tables have no entry: other packets never pay for it. */
 	__u8 nat;          /* NETC_NAT_*; 0: not translated */
 	__u8 nat_pad[3];
 	__u32 backend_id;  /* index in netc_backends (forward and reverse entries) */
@@ -242,6 +243,7 @@ struct netc_verdict {
  *                  switches `table_base` with one update of the service entry (atomic)
  *   netc_lb_rr     array  service id                   -> round-robin position
  *   netc_affinity  lru    (service id, client address) -> backend id, last use
+ *   netc_ct_rev    lru    translated tuple (struct netc_ct_key) -> reverse entry of a connection
  * Backend id 0 and service id 0 are never used.
  */
 #define NETC_BALANCE_MAGLEV      1 /* slot = flow hash % table_len (Maglev table) */
