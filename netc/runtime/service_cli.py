@@ -152,12 +152,18 @@ def _drain(name: str, backend: str, target: str | None, wait_s: float, drain: bo
                f"({rep.written.get('netc_services', 0)} table(s) switched)")
 
 
+def _drain_arguments(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """NAME BACKEND [--target T] [--wait S]: what drain and undrain both take."""
+    for deco in reversed((click.argument("name"), click.argument("backend"),
+                          click.option("--target", help=_TARGET_HELP),
+                          click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
+                                       help="Seconds to wait for another netc command that holds the lock."))):
+        fn = deco(fn)
+    return fn
+
+
 @service.command("drain")
-@click.argument("name")
-@click.argument("backend")
-@click.option("--target", help=_TARGET_HELP)
-@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
-              help="Seconds to wait for another netc command that holds the lock.")
+@_drain_arguments
 @_guard
 def drain_cmd(name: str, backend: str, target: str | None, wait_s: float) -> None:
     """Stop new connections of service NAME to BACKEND (a container name or an address); its
@@ -167,11 +173,7 @@ def drain_cmd(name: str, backend: str, target: str | None, wait_s: float) -> Non
 
 
 @service.command("undrain")
-@click.argument("name")
-@click.argument("backend")
-@click.option("--target", help=_TARGET_HELP)
-@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
-              help="Seconds to wait for another netc command that holds the lock.")
+@_drain_arguments
 @_guard
 def undrain_cmd(name: str, backend: str, target: str | None, wait_s: float) -> None:
     """Let BACKEND (a container name or an address) take new connections of service NAME again."""
