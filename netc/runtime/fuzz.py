@@ -184,7 +184,7 @@ def run_fuzz(seed: int, policies: int, packets: int, obj: bytes | None = None) -
     """Kernel vs reference on random policies; needs root and BPF. One object serves every case:
     the program's shape does not depend on the policy, only the maps do."""
     from netc import api
-    from netc.runtime.testrun import KernelClassifier
+    from netc.runtime.testrun import TEST_CT_ENTRIES, KernelClassifier
 
     report = FuzzReport()
     for case_seed, text, inv in cases(seed, policies):
@@ -194,7 +194,7 @@ def run_fuzz(seed: int, policies: int, packets: int, obj: bytes | None = None) -
         if obj is None:
             obj = api.compile(text, name="fuzz.netp").object
         rng = random.Random(case_seed ^ 0x5EED)
-        with KernelClassifier(obj, res.program, inv) as kc:
+        with KernelClassifier(obj, res.program, inv, ct_entries=TEST_CT_ENTRIES) as kc:
             for _ in range(packets):
                 c = rng.choice(inv.containers)
                 d = rng.choice([Direction.INGRESS, Direction.EGRESS])
@@ -279,7 +279,7 @@ def run_sequences(seed: int, policies: int, conversations: int, obj: bytes | Non
     from netc import api
     from netc.ir.conntrack import ConntrackModel
     from netc.runtime.loader import write_ct_timeouts
-    from netc.runtime.testrun import KernelClassifier
+    from netc.runtime.testrun import TEST_CT_ENTRIES, KernelClassifier
 
     report = FuzzReport()
     for case_seed, text, inv in cases(seed, policies):
@@ -288,7 +288,7 @@ def run_sequences(seed: int, policies: int, conversations: int, obj: bytes | Non
         if obj is None:
             obj = api.compile(text, name="fuzz.netp").object
         rng = random.Random(case_seed ^ 0x5E0)
-        with KernelClassifier(obj, res.program, inv) as kc:
+        with KernelClassifier(obj, res.program, inv, ct_entries=TEST_CT_ENTRIES) as kc:
             kc.stateless = False
             write_ct_timeouts(kc.obj.maps["netc_ct_timeouts"], {s: SEQ_TIMEOUT_S for s in range(1, 9)})
             for _ in range(conversations):
@@ -363,7 +363,7 @@ def run_service_fuzz(seed: int, policies: int, packets: int, obj: bytes | None =
     One object serves every case: the load-balancing maps are sized per case."""
     from netc import api
     from netc.ir.eval import translate
-    from netc.runtime.testrun import TC_ACT_REDIRECT, KernelClassifier
+    from netc.runtime.testrun import TC_ACT_REDIRECT, TEST_CT_ENTRIES, KernelClassifier
 
     out: list[ServiceDisagreement] = []
     n = 0
@@ -378,7 +378,7 @@ def run_service_fuzz(seed: int, policies: int, packets: int, obj: bytes | None =
         if obj is None:
             obj = api.compile(text, name="fuzz-lb.netp").object
         vips = [(v, s) for s in res.program.services for v in s.vips]
-        with KernelClassifier(obj, res.program, inv) as kc:
+        with KernelClassifier(obj, res.program, inv, ct_entries=TEST_CT_ENTRIES) as kc:
             for _ in range(packets):
                 c = rng.choice(inv.containers)
                 if rng.random() < 0.7:

@@ -54,7 +54,12 @@ def packet_destination(raw: bytes) -> tuple[str, int] | None:
 class KernelClassifier:
     """A loaded copy of a compiled object, filled for one program and inventory."""
 
-    def __init__(self, obj_bytes: bytes, program: Program, inventory: Inventory):
+    def __init__(self, obj_bytes: bytes, program: Program, inventory: Inventory, *,
+                 ct_entries: int | None = None):
+        """ct_entries: size the connection-tracking tables (and affinity, reverse entries) so;
+        test runs that judge a few packets each pass TEST_CT_ENTRIES, since preallocating the
+        default 262,144 entries per case is most of a fuzz run's time. Benchmarks keep the
+        default: a small LRU table would turn every new connection into an eviction."""
         from netc.runtime.libbpf import BpfObject
 
         self.program = program
@@ -66,10 +71,10 @@ class KernelClassifier:
         from netc.runtime.materialize import Ids
 
         sizes = map_sizes(self.contents, len(program.rules), len(inventory.containers))
-        # a test run tracks a handful of connections: small tables load in a fraction of the time
-        sizes["netc_ct"] = sizes["netc_ct4"] = TEST_CT_ENTRIES
-        if program.services:
-            sizes["netc_affinity"] = sizes["netc_ct_rev"] = TEST_CT_ENTRIES
+        if ct_entries is not None:
+            sizes["netc_ct"] = sizes["netc_ct4"] = ct_entries
+            if program.services:
+                sizes["netc_affinity"] = sizes["netc_ct_rev"] = ct_entries
         ids = Ids()
         self.lb = services.compute(program, inventory, {}, ids)   # what `netc load` writes too
         if program.services:
@@ -149,7 +154,7 @@ def run_kernel_tests(path: str, run: Any, inventory: str | None) -> dict[int, tu
     out: dict[int, tuple[bool, str]] = {}
     for block in res.program.tests:
         world = TestWorld(res.program, block, inv)
-        with KernelClassifier(res.object, res.program, world.inventory) as kc:
+        with KernelClassifier(res.object, res.program, world.inventory, ct_entries=TEST_CT_ENTRIES) as kc:
             for r in run.results:
                 if r.block != block.name or r.packet is None:
                     continue
