@@ -133,6 +133,7 @@ class Checker:
         self._evaluating: list[str] = []
         self._failed: set[str] = set()   # sets and groups whose errors were reported once already
         self._decl_file: dict[int, str] = {}
+        self._vips: dict[tuple[str, int, str], tuple[str, Span]] = {}   # (VIP, port, proto) -> (service, span)
         for m in unit.modules:
             for d in m.decls:
                 self._decl_file[id(d)] = m.path
@@ -541,6 +542,16 @@ class Checker:
                 self.rep.error("E304", f"port {v.port} is outside 1-65535", v.span)
             if v.protocol not in ("tcp", "udp"):
                 self.rep.error("E403", f"services balance tcp and udp, not {v.protocol}", v.span)
+            if parse_vip is not None and parse_vip.num_addresses == 1:
+                key = (str(parse_vip.network_address), v.port, v.protocol)
+                first = self._vips.get(key)
+                if first is not None:
+                    self.rep.error("E411", f"{key[0]} port {v.port} {v.protocol} is already a VIP of service "
+                                   f"`{first[0]}`; a packet can go to one service only", v.span,
+                                   "give this service another address or port",
+                                   notes=(("first declared here", first[1]),))
+                else:
+                    self._vips[key] = (s.name.text, v.span)
         if not s.backends:
             self.rep.error("E404", f"service `{s.name.text}` has no `backends`", s.name.span,
                            "add `backends GROUP port PORT` or explicit addresses")
