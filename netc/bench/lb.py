@@ -86,7 +86,7 @@ def spread_and_moved(backends: int = 10, flows: int = 100_000, size: int = DEFAU
 def run_lb(repeat: int = 100_000, rounds: int = 7, flows: int = 100_000) -> dict[str, Any]:
     from netc.runtime.libbpf import prog_test_run
     from netc.runtime.links import _probe_prog
-    from netc.runtime.testrun import KernelClassifier
+    from netc.runtime.testrun import KernelClassifier, packet_destination, packet_source
 
     compiled = api.compile(POLICY, name="bench-lb.netp")
     client = Container("client-1", (CLIENT,), {"app": "client"})
@@ -121,11 +121,11 @@ def run_lb(repeat: int = 100_000, rounds: int = 7, flows: int = 100_000) -> dict
                 hp, bp = h.programs, bare.programs
                 # one run of each, checked before any timing is trusted
                 r = prog_test_run(hp["netc_bench_restore_ingress"], frame(out_pkt))
-                if r.retval != 0 or _dest(r.data_out) != (backend, BACKEND_PORT):
-                    raise RuntimeError(f"harnessed translated packet: return {r.retval}, to {_dest(r.data_out)}")
+                if r.retval != 0 or packet_destination(r.data_out) != (backend, BACKEND_PORT):
+                    raise RuntimeError(f"harnessed translated packet: return {r.retval}, to {packet_destination(r.data_out)}")
                 r = prog_test_run(hp["netc_bench_restore_egress"], frame(in_pkt))
-                if r.retval != 0 or _src(r.data_out) != (VIP, VPORT):
-                    raise RuntimeError(f"harnessed reply: return {r.retval}, from {_src(r.data_out)}")
+                if r.retval != 0 or packet_source(r.data_out) != (VIP, VPORT):
+                    raise RuntimeError(f"harnessed reply: return {r.retval}, from {packet_source(r.data_out)}")
                 cases = {
                     "empty": (empty, frame(out_pkt)),
                     "translated": (hp["netc_bench_restore_ingress"], frame(out_pkt)),
@@ -155,17 +155,3 @@ def run_lb(repeat: int = 100_000, rounds: int = 7, flows: int = 100_000) -> dict
         "moved_fraction": round(moved, 4),
     }
 
-
-def _dest(raw: bytes) -> tuple[str, int] | None:
-    from netc.runtime.testrun import packet_destination
-
-    return packet_destination(raw)
-
-
-def _src(raw: bytes) -> tuple[str, int] | None:
-    import struct
-
-    if raw[12:14] != b"\x08\x00" or len(raw) < 38:
-        return None
-    l4 = 14 + (raw[14] & 0xF) * 4
-    return str(ipaddress.ip_address(raw[26:30])), struct.unpack("!H", raw[l4:l4 + 2])[0]

@@ -40,15 +40,29 @@ class KernelVerdict:
 
 
 def packet_destination(raw: bytes) -> tuple[str, int] | None:
+    """(address, port) a TCP/UDP Ethernet frame is sent to (no IPv6 extension headers)."""
+    return _packet_end(raw, dst=True)
+
+
+def packet_source(raw: bytes) -> tuple[str, int] | None:
+    """(address, port) a TCP/UDP Ethernet frame comes from (no IPv6 extension headers)."""
+    return _packet_end(raw, dst=False)
+
+
+def _packet_end(raw: bytes, dst: bool) -> tuple[str, int] | None:
     import ipaddress
     import struct
 
     if raw[12:14] == b"\x08\x00" and len(raw) >= 38:
         l4 = 14 + (raw[14] & 0xF) * 4
-        return str(ipaddress.ip_address(raw[30:34])), struct.unpack("!H", raw[l4 + 2:l4 + 4])[0]
-    if raw[12:14] == b"\x86\xdd" and len(raw) >= 58:
-        return str(ipaddress.ip_address(raw[38:54])), struct.unpack("!H", raw[56:58])[0]
-    return None
+        addr = raw[30:34] if dst else raw[26:30]
+    elif raw[12:14] == b"\x86\xdd" and len(raw) >= 58:
+        l4 = 54
+        addr = raw[38:54] if dst else raw[22:38]
+    else:
+        return None
+    off = l4 + (2 if dst else 0)
+    return str(ipaddress.ip_address(addr)), struct.unpack("!H", raw[off:off + 2])[0]
 
 
 class KernelClassifier:

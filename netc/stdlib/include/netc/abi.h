@@ -300,7 +300,7 @@ struct netc_nat {
 	__u8 op;          /* NETC_NAT_DNAT (| NETC_NAT_SNAT) or NETC_NAT_REVERSE; 0: no translation */
 	__u8 proto;
 	__u8 family;
-	__u8 reply;       /* NETC_NAT_REVERSE: the packet goes from the backend (a reply) */
+	__u8 pad8;
 	__u32 pad;
 };
 
