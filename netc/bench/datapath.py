@@ -20,7 +20,7 @@ from typing import Any
 from netc import api
 from netc.ir.eval import Packet
 from netc.ir.nodes import Direction
-from netc.runtime import abi
+from netc.runtime import abi, slots
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.packets import frame
 
@@ -53,12 +53,11 @@ def run_events(repeat: int = 100_000, rounds: int = 7) -> dict[str, Any]:
         with KernelClassifier(compiled.object, compiled.program, inv) as kc:
             prog = kc._progs["netc_to_container"]
             key, value = endpoint_for(compiled.program, kc.contents, web, 1, 1)
-            on = bytearray(value)
             fields = list(abi.ENDPOINT.unpack(value))
             fields[8] = abi.OBSERVE_DENY            # observe
-            on = bytearray(abi.ENDPOINT.pack(*fields))
+            on = slots.both("netc_endpoints", abi.ENDPOINT.pack(*fields))
             fields[8] = 0
-            off = abi.ENDPOINT.pack(*fields)
+            off = slots.both("netc_endpoints", abi.ENDPOINT.pack(*fields))
             endpoints = kc.obj.maps["netc_endpoints"]
             check = kc.classify(web, Direction.INGRESS, Packet(6, "192.0.2.1", "10.0.0.5", 40000, 443))
             if check.allowed:

@@ -33,12 +33,17 @@ FIRST_RULE_ID = 16  # 5 and 6 are RULE_ESTABLISHED and RULE_RELATED (below)
 PRIO_BIAS = 1 << 20
 
 # struct formats (little-endian host order except where noted)
+# An endpoint as the materializer describes it (one generation); the map holds ENDPOINT_SLOTS
 ENDPOINT = struct.Struct("<II2B2B2BBxI")     # pset, endpoint_id, isolated[2], default_deny[2], audited[2], observe, pad, sample
+ENDPOINT_POLICY = struct.Struct("<I2B2B2BBxI")  # struct netc_endpoint_policy: ENDPOINT without endpoint_id
+ENDPOINT_SLOTS = struct.Struct("<IB3x16s16s")   # struct netc_endpoint: endpoint_id, tracked, slot[2]
 ADDR_KEY = struct.Struct("<I16s")            # prefixlen, addr[16]
 ADDR_INFO = struct.Struct("<II")             # atom, klass
+ADDR_SLOTS = struct.Struct("<8s8s")          # struct netc_addr_info: slot[2] of ADDR_INFO
 RULE_KEY = struct.Struct("<IIIBB2s")         # prefixlen, pset, atom, dir, proto, port (big-endian bytes)
 WILD_KEY = struct.Struct("<IIBBBB2s2x")      # prefixlen, pset, dir, klass, proto, pad, port (big-endian), tail pad
 VERDICT = struct.Struct("<QIBBHI4x")         # rank (u64), rule_id, action, flags, pad, audit_rule, pad2
+VERDICT_SLOTS = struct.Struct("<24s24s")     # struct netc_verdicts: slot[2] of VERDICT
 COUNTER_KEY = struct.Struct("<IIBBH")        # rule_id, endpoint_id, dir, action, pad
 COUNTER = struct.Struct("<QQ")               # packets, bytes (one per CPU in a per-CPU map)
 EVENT = struct.Struct("<QIIIIBBBBB3x16s16sHH4x")  # see struct netc_event

@@ -86,6 +86,16 @@ class _BatchOpts(ctypes.Structure):
     _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
+class _MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts of libbpf 1.1 (the fields up to map_ifindex)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("btf_fd", ctypes.c_uint32), ("btf_key_type_id", ctypes.c_uint32),
+                ("btf_value_type_id", ctypes.c_uint32), ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+                ("inner_map_fd", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("map_extra", ctypes.c_uint64), ("numa_node", ctypes.c_uint32),
+                ("map_ifindex", ctypes.c_uint32)]
+
+
 class _MapInfo(ctypes.Structure):
     """struct bpf_map_info (the prefix this code reads)."""
 
@@ -149,6 +159,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_map_get_next_key": (_int, [_int, _vp, _vp]),
     "bpf_map_update_batch": (_int, [_int, _vp, _vp, ctypes.POINTER(_u32), ctypes.POINTER(_BatchOpts)]),
     "bpf_prog_test_run_opts": (_int, [_int, ctypes.POINTER(_TestRunOpts)]),
+    "bpf_map_create": (_int, [_int, _cp, _u32, _u32, _u32, ctypes.POINTER(_MapCreateOpts)]),
     "bpf_obj_pin": (_int, [_int, _cp]),
     "bpf_obj_get": (_int, [_cp]),
     "bpf_obj_get_info_by_fd": (_int, [_int, _vp, ctypes.POINTER(_u32)]),
@@ -304,6 +315,38 @@ def map_info(fd: int) -> _MapInfo:
     if ret < 0:
         raise LoadError(f"map info of fd {fd}: {_errno_text(ret)[1]}")
     return info
+
+
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+_barrier: tuple[int, int] | None = None   # (outer, inner) fds, made on first use, kept for the process
+
+
+def _map_create(map_type: int, name: bytes, key_size: int, value_size: int, max_entries: int,
+                inner_fd: int = 0) -> int:
+    opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), inner_map_fd=inner_fd)
+    ctypes.set_errno(0)
+    fd = lib().bpf_map_create(map_type, name, key_size, value_size, max_entries, ctypes.byref(opts))
+    if fd < 0:
+        raise LoadError(f"create map {name.decode()}: {_errno_text(fd)[1]}")
+    return int(fd)
+
+
+def wait_for_programs() -> None:
+    """Return once every BPF program that was running when this was called has finished, so none
+    still uses what it read before: an RCU grace period. The kernel waits for one on every update
+    of a map-in-map from user space (maybe_wait_bpf_programs() in kernel/bpf/syscall.c), so this
+    updates a private one-slot ARRAY_OF_MAPS; tc programs run inside an RCU read-side section."""
+    global _barrier
+    if _barrier is None:
+        inner = _map_create(BPF_MAP_TYPE_ARRAY, b"netc_barrier_in", 4, 4, 1)
+        outer = _map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, b"netc_barrier", 4, 4, 1, inner)
+        _barrier = (outer, inner)
+    outer, inner = _barrier
+    ctypes.set_errno(0)
+    ret = lib().bpf_map_update_elem(outer, (0).to_bytes(4, "little"), inner.to_bytes(4, "little"), BPF_ANY)
+    if ret < 0:
+        raise LoadError(f"wait for running programs (map-in-map update): {_errno_text(ret)[1]}")
 
 
 PERCPU_MAP_TYPES = frozenset({5, 6, 10})   # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH

@@ -35,17 +35,18 @@ from typing import Any
 
 from netc.errors import AttachError, LoadError, NetcError
 from netc.ir.nodes import Program
-from netc.runtime import links
+from netc.runtime import links, slots
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.links import Hook
 from netc.runtime.materialize import Contents, Ids, Materializer, materialize
+from netc.runtime.slots import MapDelta
 from netc.runtime.state import State, StateError, bpffs_root, exclusive
 
 PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_container"}
 MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")   # one set per version
 # The service maps, also one set per version (filled by runtime/services.py; pinned with MAPS).
 LB_MAPS = ("netc_services", "netc_backends", "netc_lb_table", "netc_lb_rr")
-VERSION_MAPS = MAPS + LB_MAPS
+VERSION_MAPS = MAPS + (slots.GEN_MAP,) + LB_MAPS
 # Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
 # ring a `netc monitor` is reading, the loss/overflow statistics, connection tracking and the
 # clients `affinity client-ip` keeps on their backends.
@@ -272,8 +273,10 @@ def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
     many entries and bytes it needs. (Never a "map full" at run time instead.)"""
     from netc.runtime import abi
 
-    widths = {"netc_endpoints": 4 + abi.ENDPOINT.size, "netc_addrs": abi.ADDR_KEY.size + abi.ADDR_INFO.size,
-              "netc_rules": abi.RULE_KEY.size + abi.VERDICT.size, "netc_wild": abi.WILD_KEY.size + abi.VERDICT.size}
+    widths = {"netc_endpoints": 4 + abi.ENDPOINT_SLOTS.size,
+              "netc_addrs": abi.ADDR_KEY.size + abi.ADDR_SLOTS.size,
+              "netc_rules": abi.RULE_KEY.size + abi.VERDICT_SLOTS.size,
+              "netc_wild": abi.WILD_KEY.size + abi.VERDICT_SLOTS.size}
     # maps whose memory the kernel allocates at creation, whatever they hold: counted by size
     prealloc = {"netc_backends": abi.BACKEND.size, "netc_lb_table": 8, "netc_services":
                 abi.SVC_KEY.size + abi.SERVICE.size + ENTRY_OVERHEAD, "netc_affinity":
@@ -389,7 +392,7 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             t = time.perf_counter()
             maps = obj.maps
             for name in MAPS:
-                items = list(contents.maps.get(name, {}).items())
+                items = slots.encode_all(name, contents.maps.get(name, {}))
                 if items:
                     maps[name].update_batch(items)
                 m = maps[name]
@@ -863,22 +866,13 @@ class SyncReport:
     seconds: float = 0.0
 
 
-def _changed(old: Contents, new: Contents, name: str) -> list[tuple[bytes, bytes]]:
-    """Entries to write. The verdict tables change by whole (policy set, atom) groups, which an
+def _delta(old: Contents, new: Contents, name: str, live: int) -> MapDelta:
+    """A map's change. The verdict tables change by whole (policy set, atom) groups, which an
     incremental run lists; the small maps compare entry by entry."""
     if new.changes is not None and name in new.changes:
-        added, _ = new.changes[name]
-        return [(k, v) for group in added for k, v in group.items()]
-    old_m, new_m = old.maps.get(name, {}), new.maps.get(name, {})
-    return [(k, v) for k, v in new_m.items() if old_m.get(k) != v]
-
-
-def _stale(old: Contents, new: Contents, name: str) -> list[bytes]:
-    if new.changes is not None and name in new.changes:
-        _, gone = new.changes[name]
-        return [k for group in gone for k in group]   # keys carry their pset and atom: no overlap
-    old_m, new_m = old.maps.get(name, {}), new.maps.get(name, {})
-    return [k for k in old_m if k not in new_m]
+        added, gone = new.changes[name]
+        return slots.diff_groups(name, added, gone, live)
+    return slots.diff(name, old.maps.get(name, {}), new.maps.get(name, {}), live)
 
 
 @contextmanager
@@ -886,7 +880,7 @@ def _pinned_maps(target: str, version: int) -> Iterator[dict[str, Any]]:
     from netc.runtime.libbpf import Map
 
     base, _ = _paths(target)
-    maps = {n: Map.from_pinned(os.path.join(base, f"v{version}", "maps", n)) for n in MAPS}
+    maps = {n: Map.from_pinned(os.path.join(base, f"v{version}", "maps", n)) for n in MAPS + (slots.GEN_MAP,)}
     try:
         yield maps
     finally:
@@ -922,11 +916,12 @@ class Deployment:
         self.materializer = Materializer(self.program)
         self.contents = self.materializer.run(written_for, self.ids)
 
-    def _check_room(self, new: Contents) -> None:
-        """An inventory change that would overflow a loaded map is refused before any write."""
+    def _check_room(self, new: Contents, deltas: dict[str, MapDelta] | None = None) -> None:
+        """An inventory change that would overflow a loaded map is refused before any write
+        (removed keys stay until the new entries are live: both count)."""
         with _pinned_maps(self.target.name, self.version) as maps:
             for name in MAPS:
-                need = len(new.maps.get(name, {}))
+                need = len(new.maps.get(name, {})) + (len(deltas[name].delete) if deltas else 0)
                 have = maps[name].max_entries
                 if need > have:
                     raise LoadError(f"this inventory change needs {need:,} entries in {name}, which was sized "
@@ -958,12 +953,15 @@ class Deployment:
                 except services.NoServiceMaps:
                     lb = None   # a version from before services were balanced: its policy still syncs
             with _pinned_maps(self.target.name, self.version) as maps:
-                # order matters: what a new entry points at exists before the entry does
-                for name in ("netc_rules", "netc_wild", "netc_addrs", "netc_endpoints"):
-                    changed = _changed(self.contents, new, name)
-                    if changed:
-                        maps[name].update_batch(changed)
-                    report.written[name] = len(changed)
+                # every changed entry gets the new answer in its inactive slot, then one write of
+                # the generation makes them all live at once (runtime/slots.py)
+                live = slots.read_generation(maps[slots.GEN_MAP])
+                deltas = {name: _delta(self.contents, new, name, live) for name in MAPS}
+                self._check_room(new, deltas)
+                slots.stage(maps, deltas)
+                slots.flip(maps, live)
+                for name, d in deltas.items():
+                    report.written[name] = len(d.stage)
                 # attach new containers
                 attached_before = {a.container for a in st.attachments(self.target.name)}
                 with self.target.netns():
@@ -992,12 +990,10 @@ class Deployment:
                 if lb is not None:
                     report.written.update(services.write_live(self.target.name, self.version, self.object_path,
                                                               lb, self.ids))
-                # then deletions, in the reverse order
-                for name in ("netc_endpoints", "netc_addrs", "netc_wild", "netc_rules"):
-                    stale = _stale(self.contents, new, name)
-                    for k in stale:
-                        maps[name].delete(k)
-                    report.deleted[name] = len(stale)
+                # then both slots of what changed become the new value, and removed keys go
+                slots.settle(maps, deltas)
+                for name, d in deltas.items():
+                    report.deleted[name] = len(d.delete)
             present = {c.name for c in inv.containers} | {g for g, _ in gone}
             for a in st.attachments(self.target.name):
                 if a.container not in present:

@@ -1,8 +1,11 @@
 """Typed access to netc's maps: keys and values as dicts, encoded by the struct names of the
 manifest's map specs (which name the C types of netc/abi.h).
 
-    >>> codec("struct netc_addr_info").decode(codec("struct netc_addr_info").encode({"atom": 7, "klass": 2}))
+    >>> codec("struct netc_addr_slot").decode(codec("struct netc_addr_slot").encode({"atom": 7, "klass": 2}))
     {'atom': 7, 'klass': 2}
+
+The values of the four policy maps hold two slots (runtime/slots.py): they decode to
+{"slot": [generation 0's value, generation 1's]}; netc_gen says which one is live.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 from netc.runtime import abi
 
+PAIRS = ("isolated", "default_deny", "audited")   # per direction: [ingress, egress]
+
 
 @dataclass(frozen=True)
 class Codec:
@@ -22,7 +27,7 @@ class Codec:
     fields: tuple[str, ...]
 
     def encode(self, value: dict[str, Any]) -> bytes:
-        out = []
+        out: list[Any] = []
         for name in self.fields:
             v = value.get(name, 0)
             if name == "addr":
@@ -31,7 +36,7 @@ class Codec:
                     (ip.packed if ip else v)
             elif name == "port":
                 v = int(v).to_bytes(2, "big")
-            elif name in ("isolated", "default_deny"):
+            elif name in PAIRS:
                 out.extend(int(x) for x in v)
                 continue
             out.append(v)
@@ -41,7 +46,7 @@ class Codec:
         vals = list(self.layout.unpack(raw))
         out: dict[str, Any] = {}
         for name in self.fields:
-            if name in ("isolated", "default_deny"):
+            if name in PAIRS:
                 out[name] = [bool(vals.pop(0)), bool(vals.pop(0))]
                 continue
             v = vals.pop(0)
@@ -59,18 +64,45 @@ def _addr_text(raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
-CODECS = {
+@dataclass(frozen=True)
+class SlotsCodec:
+    """A value of two slots of `inner`, after `head` (fields outside the slots) if any."""
+
+    inner: Codec
+    head: Codec | None = None
+
+    def encode(self, value: dict[str, Any]) -> bytes:
+        slots = value.get("slot") or [{}, {}]
+        return (self.head.encode(value) if self.head else b"") + b"".join(self.inner.encode(v) for v in slots)
+
+    def decode(self, raw: bytes) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.head:
+            out.update(self.head.decode(raw[:self.head.layout.size]))
+            raw = raw[self.head.layout.size:]
+        size = self.inner.layout.size
+        out["slot"] = [self.inner.decode(raw[:size]), self.inner.decode(raw[size:2 * size])]
+        return out
+
+
+_VERDICT = Codec(abi.VERDICT, ("rank", "rule_id", "action", "flags", "pad", "audit_rule"))
+_ADDR_SLOT = Codec(abi.ADDR_INFO, ("atom", "klass"))
+CODECS: dict[str, Codec | SlotsCodec] = {
     "__u32": Codec(struct.Struct("<I"), ("value",)),
-    "struct netc_endpoint": Codec(abi.ENDPOINT, ("pset", "endpoint_id", "isolated", "default_deny")),
+    "struct netc_endpoint": SlotsCodec(
+        Codec(abi.ENDPOINT_POLICY, ("pset", "isolated", "default_deny", "audited", "observe", "sample")),
+        Codec(struct.Struct("<IB3x"), ("endpoint_id", "tracked"))),
     "struct netc_addr_key": Codec(abi.ADDR_KEY, ("prefixlen", "addr")),
-    "struct netc_addr_info": Codec(abi.ADDR_INFO, ("atom", "klass")),
+    "struct netc_addr_slot": _ADDR_SLOT,
+    "struct netc_addr_info": SlotsCodec(_ADDR_SLOT),
     "struct netc_rule_key": Codec(abi.RULE_KEY, ("prefixlen", "pset", "atom", "dir", "proto", "port")),
     "struct netc_wild_key": Codec(abi.WILD_KEY, ("prefixlen", "pset", "dir", "klass", "proto", "pad", "port")),
-    "struct netc_verdict": Codec(abi.VERDICT, ("rank", "rule_id", "action", "flags", "pad")),
+    "struct netc_verdict": _VERDICT,
+    "struct netc_verdicts": SlotsCodec(_VERDICT),
 }
 
 
-def codec(c_type: str) -> Codec:
+def codec(c_type: str) -> Codec | SlotsCodec:
     try:
         return CODECS[c_type]
     except KeyError:

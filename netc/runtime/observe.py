@@ -270,13 +270,16 @@ def stream_events(target: str, *, duration_s: float | None = None, poll_ms: int 
 
 # ---------------------------------------------------------------------- explain from the live maps
 def live_contents(target: str) -> tuple[TargetView, Any]:
-    """The running version's classifier maps, read back from the kernel."""
+    """The running version's classifier maps, read back from the kernel: the live generation's
+    slot of every entry (runtime/slots.py)."""
+    from netc.runtime import slots
     from netc.runtime.loader import MAPS, _pinned_maps
     from netc.runtime.materialize import Contents
 
     tv = view(target)
     contents = Contents()
     with _pinned_maps(target, tv.version) as maps:
+        gen = slots.read_generation(maps[slots.GEN_MAP])
         for name in MAPS:
-            contents.maps[name] = dict(maps[name].items())
+            contents.maps[name] = {k: slots.decode(name, v, gen) for k, v in maps[name].items()}
     return tv, contents

@@ -13,7 +13,7 @@ from typing import Any
 
 from netc.ir.eval import Packet, evaluate_side
 from netc.ir.nodes import Direction, Program
-from netc.runtime import abi
+from netc.runtime import abi, slots
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.materialize import endpoint_for, materialize
 from netc.runtime.packets import frame
@@ -109,7 +109,7 @@ class KernelClassifier:
             if name == "netc_endpoints":
                 continue   # written per packet's endpoint, on ifindex 1 (see classify)
             m = maps[name]
-            items = list(entries.items())
+            items = slots.encode_all(name, entries) if name in slots.SLOTTED else list(entries.items())
             if items:
                 m.update_batch(items)
         from netc.runtime.loader import write_ct_timeouts
@@ -135,7 +135,7 @@ class KernelClassifier:
 
         if self._current != container.name:
             key, value = endpoint_for(self.program, self.contents, container, LOOPBACK, 1)
-            self._endpoints.update(key, value)
+            self._endpoints.update(key, slots.both("netc_endpoints", value))
             self._current = container.name
         run = prog_test_run(self._progs[PROGRAM_FOR[direction]], frame(pkt))
         if run.retval not in (TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, TC_ACT_REDIRECT):

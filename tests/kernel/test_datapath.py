@@ -21,7 +21,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.layers.sctp import SCTP
 
-from netc.runtime import abi
+from netc.runtime import abi, slots
 from netc.runtime.libbpf import prog_test_run
 
 pytestmark = pytest.mark.kernel
@@ -77,11 +77,13 @@ def deny(priority=0):
 
 
 def add_rule(datapath, atom, proto, port, port_bits, verdict, direction=abi.DIR_INGRESS):
-    datapath.maps["netc_rules"].update(abi.rule_key(PSET, atom, direction, proto, port, port_bits), verdict)
+    datapath.maps["netc_rules"].update(abi.rule_key(PSET, atom, direction, proto, port, port_bits),
+                                       slots.both("netc_rules", verdict))
 
 
 def add_wild(datapath, klass, proto, port, port_bits, verdict, direction=abi.DIR_INGRESS):
-    datapath.maps["netc_wild"].update(abi.wild_key(PSET, direction, klass, proto, port, port_bits), verdict)
+    datapath.maps["netc_wild"].update(abi.wild_key(PSET, direction, klass, proto, port, port_bits),
+                                      slots.both("netc_wild", verdict))
 
 
 @pytest.fixture
@@ -93,11 +95,12 @@ def policy(datapath):
     """
     m = datapath.maps
     m["netc_endpoints"].update(LO.to_bytes(4, "little"),
-                               abi.endpoint(PSET, 1, isolated=(True, False), default_deny=(True, False)))
+                               slots.both("netc_endpoints", abi.endpoint(PSET, 1, isolated=(True, False),
+                                                                         default_deny=(True, False))))
     m["netc_addrs"].update(abi.addr_key(ipaddress.ip_network("10.1.1.1/32")),
-                           abi.ADDR_INFO.pack(ATOM_V4, abi.CLASS_CONTAINER))
+                           slots.both("netc_addrs", abi.ADDR_INFO.pack(ATOM_V4, abi.CLASS_CONTAINER)))
     m["netc_addrs"].update(abi.addr_key(ipaddress.ip_network("fd00::1/128")),
-                           abi.ADDR_INFO.pack(ATOM_V6, abi.CLASS_CONTAINER))
+                           slots.both("netc_addrs", abi.ADDR_INFO.pack(ATOM_V6, abi.CLASS_CONTAINER)))
     add_rule(datapath, ATOM_V4, 6, 443, 16, allow())
     add_rule(datapath, ATOM_V6, 6, 443, 16, allow())
     add_rule(datapath, ATOM_V4, 1, 8 << 8, 8, allow())      # icmp type echo-request, any code
@@ -166,7 +169,7 @@ def test_the_remote_of_egress_is_the_destination(policy):
     """Egress is not isolated: passes. Once isolated, the destination decides."""
     assert run(policy, FROM, v4(src=CONTAINER, dst="10.1.1.1") / TCP(dport=443)) == TC_ACT_OK
     policy.maps["netc_endpoints"].update(LO.to_bytes(4, "little"),
-                                         abi.endpoint(PSET, 1, (True, True), (True, True)))
+                                         slots.both("netc_endpoints", abi.endpoint(PSET, 1, (True, True), (True, True))))
     assert run(policy, FROM, v4(src=CONTAINER, dst="10.1.1.1") / TCP(dport=443)) == TC_ACT_SHOT
     add_rule(policy, ATOM_V4, 6, 443, 16, allow(), direction=abi.DIR_EGRESS)
     assert run(policy, FROM, v4(src=CONTAINER, dst="10.1.1.1") / TCP(dport=443)) == TC_ACT_OK
@@ -199,7 +202,7 @@ def test_unknown_protocols_are_protocol_other(policy):
 
 def test_default_allow_lets_unmatched_traffic_through_but_not_denied_traffic(policy):
     policy.maps["netc_endpoints"].update(LO.to_bytes(4, "little"),
-                                         abi.endpoint(PSET, 1, (True, False), (False, False)))
+                                         slots.both("netc_endpoints", abi.endpoint(PSET, 1, (True, False), (False, False))))
     assert run(policy, TO, v4() / TCP(dport=80)) == TC_ACT_OK
     add_rule(policy, ATOM_V4, 6, 80, 16, deny())
     assert run(policy, TO, v4() / TCP(dport=80)) == TC_ACT_SHOT

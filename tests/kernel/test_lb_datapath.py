@@ -13,7 +13,7 @@ import pytest
 from netc import api
 from netc.ir.eval import Packet
 from netc.ir.nodes import Direction
-from netc.runtime import abi
+from netc.runtime import abi, slots
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.libbpf import BpfObject, prog_test_run
 from netc.runtime.materialize import endpoint_for, materialize
@@ -67,7 +67,7 @@ class Lb:
         maps = self.obj.maps
         for name, entries in self.contents.maps.items():
             if name != "netc_endpoints" and entries:
-                maps[name].update_batch(list(entries.items()))
+                maps[name].update_batch(slots.encode_all(name, entries))
         from netc.runtime.loader import write_ct_timeouts
 
         write_ct_timeouts(maps["netc_ct_timeouts"])
@@ -77,7 +77,7 @@ class Lb:
 
     def be(self, c: Container) -> None:
         key, value = endpoint_for(self.program, self.contents, c, 1, 1)
-        self.maps["netc_endpoints"].update(key, value)
+        self.maps["netc_endpoints"].update(key, slots.both("netc_endpoints", value))
 
     def service(self, svc_id: int, vip: str, port: int, proto: int, backends: list[tuple[str, int]],
                 balance: int = abi.BALANCE_MAGLEV) -> None:

@@ -14,7 +14,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from netc.errors import LoadError
-from netc.runtime import abi
+from netc.runtime import abi, slots
 from netc.runtime.libbpf import BPF_NOEXIST, Map, bpf_obj_get, bpf_obj_pin, prog_test_run, skb_ctx
 
 pytestmark = pytest.mark.kernel
@@ -29,7 +29,7 @@ def ep_key(ifindex: int) -> bytes:
 
 def test_hash_map_update_lookup_delete_keys(datapath):
     m = datapath.maps["netc_endpoints"]
-    value = abi.endpoint(3, 9, (True, False), (True, False))
+    value = slots.both("netc_endpoints", abi.endpoint(3, 9, (True, False), (True, False)))
     assert m.lookup(ep_key(10)) is None
     m.update(ep_key(10), value)
     m.update(ep_key(11), value)
@@ -53,10 +53,10 @@ def test_wrong_sizes_are_refused_before_the_kernel_sees_them(datapath):
 
 def test_lpm_lookup_finds_the_longest_prefix(datapath):
     m = datapath.maps["netc_addrs"]
-    m.update(abi.addr_key(ipaddress.ip_network("10.0.0.0/8")), abi.ADDR_INFO.pack(1, abi.CLASS_WORLD))
-    m.update(abi.addr_key(ipaddress.ip_network("10.1.0.0/16")), abi.ADDR_INFO.pack(2, abi.CLASS_WORLD))
+    m.update(abi.addr_key(ipaddress.ip_network("10.0.0.0/8")), slots.both("netc_addrs", abi.ADDR_INFO.pack(1, 0)))
+    m.update(abi.addr_key(ipaddress.ip_network("10.1.0.0/16")), slots.both("netc_addrs", abi.ADDR_INFO.pack(2, 0)))
     probe = abi.addr_key(ipaddress.ip_network("10.1.2.3/32"))
-    assert abi.ADDR_INFO.unpack(m.lookup(probe)) == (2, abi.CLASS_WORLD)
+    assert abi.ADDR_INFO.unpack(slots.decode("netc_addrs", m.lookup(probe), 0)) == (2, abi.CLASS_WORLD)
     assert m.lookup(abi.addr_key(ipaddress.ip_network("11.0.0.1/32"))) is None
     assert len(list(m.keys())) == 2
 
@@ -69,6 +69,7 @@ def test_update_batch(datapath, name):
     else:  # an LPM trie (older kernels lack batch ops for it: update_batch then goes one by one)
         items = [(abi.rule_key(1, i, 0, 6, 443, 16), abi.verdict(abi.rank(0, False), 16, 1, 0))
                  for i in range(100)]
+    items = slots.encode_all(name, dict(items))
     m.update_batch(items)
     assert sorted(m.keys()) == sorted(k for k, _ in items)
     for k, v in items[:5]:
@@ -110,12 +111,12 @@ def bpffs(tmp_path):
 
 def test_pin_and_reopen_a_map(datapath, bpffs):
     m = datapath.maps["netc_endpoints"]
-    m.update(ep_key(42), abi.endpoint(1, 2, (True, True), (True, True)))
+    m.update(ep_key(42), slots.both("netc_endpoints", abi.endpoint(1, 2, (True, True), (True, True))))
     path = str(bpffs / "netc_endpoints")
     bpf_obj_pin(m.fd, path)
     with Map.from_pinned(path) as again:
         assert again.fd != m.fd
-        assert (again.name, again.key_size, again.value_size) == ("netc_endpoints", 4, abi.ENDPOINT.size)
+        assert (again.name, again.key_size, again.value_size) == ("netc_endpoints", 4, abi.ENDPOINT_SLOTS.size)
         assert again.lookup(ep_key(42)) == m.lookup(ep_key(42))
     assert again.fd == -1
 
@@ -142,13 +143,13 @@ NETNS_SCRIPT = textwrap.dedent("""
     with IPRoute() as ipr:
         ipr.link("add", ifname="netc-h0", kind="veth", peer="netc-c0")
         ifindex = ipr.link_lookup(ifname="netc-h0")[0]
-    from netc.runtime import abi
+    from netc.runtime import abi, slots
     from netc.runtime.libbpf import BpfObject, prog_test_run, skb_ctx
     artifact, frame = open(sys.argv[1], "rb").read(), bytes.fromhex(sys.argv[2])
     with BpfObject.open_mem(artifact, "netc") as obj:
         obj.load()
         obj.maps["netc_endpoints"].update(ifindex.to_bytes(4, "little"),
-                                          abi.endpoint(1, 1, (True, True), (True, True)))
+                                          slots.both("netc_endpoints", abi.endpoint(1, 1, (True, True), (True, True))))
         fd = obj.programs["netc_to_container"]
         on_veth = prog_test_run(fd, frame, ctx=skb_ctx(ifindex=ifindex))
         on_lo = prog_test_run(fd, frame)

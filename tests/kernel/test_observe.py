@@ -13,7 +13,7 @@ import pytest
 from netc import api
 from netc.ir.eval import Packet
 from netc.ir.nodes import Direction
-from netc.runtime import abi
+from netc.runtime import abi, slots
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.libbpf import per_cpu_values, prog_test_run
 from netc.runtime.materialize import endpoint_for
@@ -80,7 +80,8 @@ def test_counters_count_packets_and_bytes_per_rule(eid: int) -> None:
         pkt = Packet(6, "192.0.2.1", "10.0.0.5", 40000, 443)
         data = frame(pkt)
         kc.classify(web, Direction.INGRESS, pkt)           # sets the endpoint up; state is cleared
-        kc.obj.maps["netc_endpoints"].update(*endpoint_for(compiled.program, kc.contents, web, 1, eid))
+        key, value = endpoint_for(compiled.program, kc.contents, web, 1, eid)
+        kc.obj.maps["netc_endpoints"].update(key, slots.both("netc_endpoints", value))
         kc.obj.maps["netc_counters"].delete(abi.COUNTER_KEY.pack(allow.id, 1, abi.DIR_INGRESS, abi.ACTION_ALLOW, 0))
         kc.classify(web, Direction.INGRESS, pkt)
         prog_test_run(kc._progs["netc_to_container"], data, repeat=100)

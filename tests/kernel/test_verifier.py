@@ -39,10 +39,11 @@ BPF_MAP_TYPE_LRU_HASH = 9
 def test_the_maps_exist_with_btf(datapath):
     maps = datapath.maps
     expected = {
-        "netc_endpoints": (BPF_MAP_TYPE_HASH, 4, abi.ENDPOINT.size),
-        "netc_addrs": (BPF_MAP_TYPE_LPM_TRIE, abi.ADDR_KEY.size, abi.ADDR_INFO.size),
-        "netc_rules": (BPF_MAP_TYPE_LPM_TRIE, abi.RULE_KEY.size, abi.VERDICT.size),
-        "netc_wild": (BPF_MAP_TYPE_LPM_TRIE, abi.WILD_KEY.size, abi.VERDICT.size),
+        "netc_endpoints": (BPF_MAP_TYPE_HASH, 4, abi.ENDPOINT_SLOTS.size),
+        "netc_addrs": (BPF_MAP_TYPE_LPM_TRIE, abi.ADDR_KEY.size, abi.ADDR_SLOTS.size),
+        "netc_rules": (BPF_MAP_TYPE_LPM_TRIE, abi.RULE_KEY.size, abi.VERDICT_SLOTS.size),
+        "netc_wild": (BPF_MAP_TYPE_LPM_TRIE, abi.WILD_KEY.size, abi.VERDICT_SLOTS.size),
+        "netc_gen": (BPF_MAP_TYPE_ARRAY, 4, 4),
         "netc_counters": (BPF_MAP_TYPE_PERCPU_HASH, abi.COUNTER_KEY.size, abi.COUNTER.size),
         "netc_events": (BPF_MAP_TYPE_RINGBUF, 0, 0),
         "netc_stats": (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),

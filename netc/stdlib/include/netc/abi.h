@@ -44,9 +44,12 @@
 #define NETC_OBSERVE_TRANSLATE 0x8 /* connections a service gave a backend (at the client) */
 /* `log` rules and `audit` rules always report, whatever the endpoint's flags. */
 
-struct netc_endpoint {
+/* The policy-derived half of an endpoint. Entries of netc_endpoints, netc_addrs, netc_rules and
+ * netc_wild carry two slots; a packet reads the generation once (netc_gen) and uses slot[gen] of
+ * every entry it finds. A policy change writes only the entries it affects, in their inactive
+ * slot, then flips the generation with one write (docs/runtime.md, "Policy changes"). */
+struct netc_endpoint_policy {
 	__u32 pset;           /* policy set id: endpoints selected by the same policies share it */
-	__u32 endpoint_id;
 	__u8 isolated[2];     /* per direction: some selecting policy declares it */
 	__u8 default_deny[2]; /* per direction: nothing matched -> deny */
 	__u8 audited[2];      /* per direction: some selecting policy has audit rules for it */
@@ -55,14 +58,25 @@ struct netc_endpoint {
 	__u32 sample;         /* NETC_OBSERVE_NEW reports when bpf_get_prandom_u32() < sample */
 };
 
+struct netc_endpoint {
+	__u32 endpoint_id;
+	__u8 tracked;         /* either slot isolates a direction: track this endpoint's connections */
+	__u8 pad[3];
+	struct netc_endpoint_policy slot[2];
+};
+
 struct netc_addr_key {
 	__u32 prefixlen;
 	__u8 addr[16]; /* IPv6, or IPv4 as ::ffff:a.b.c.d (prefixlen + 96) */
 };
 
-struct netc_addr_info {
+struct netc_addr_slot {
 	__u32 atom;
 	__u32 klass; /* NETC_CLASS_* */
+};
+
+struct netc_addr_info {
+	struct netc_addr_slot slot[2]; /* slot[gen]; a zeroed slot is atom 0, the world: as a miss */
 };
 
 struct netc_rule_key {
@@ -230,6 +244,11 @@ struct netc_verdict {
 	__u16 pad;
 	__u32 audit_rule; /* the best audit rule matching here too, or 0 */
 	__u32 pad2;
+};
+
+/* The value of netc_rules and netc_wild: slot[gen]; a zeroed slot decides nothing, as a miss. */
+struct netc_verdicts {
+	struct netc_verdict slot[2];
 };
 
 #define NETC_PRIO_BIAS (1u << 20) /* priorities are -2^20 .. 2^20-1 */
