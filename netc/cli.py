@@ -400,15 +400,20 @@ def _target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the load report as JSON.")
 @click.option("--conntrack-size", type=int, default=None,
               help="Entries of each connection-tracking table, IPv4 and IPv6 (first load of a target; "
-                   "default 262144).")
+                   "default 262144). Implies --full.")
+@click.option("--full", is_flag=True,
+              help="Load new programs and maps even when the running ones could take the change in place.")
 @_guard
 def load(artifact: str, lab: str | None, inventory: str | None, name: str | None, attach: str | None,
-         wait_s: float, as_json: bool, conntrack_size: int | None) -> None:
+         wait_s: float, as_json: bool, conntrack_size: int | None, full: bool) -> None:
     """Load ARTIFACT (a .bpf.o, or a .netp compiled on the way) onto every container of a target.
 
-    Loading a new version replaces the running one atomically on every container: each link moves
-    to the new program in one step, after its maps are complete. Any failure leaves the previous
-    version running.
+    A new version whose programs are those already running (a change of rules, not of the
+    features used) is applied in place: only the map entries that change are written, into the
+    inactive slot of each, and one write of the generation makes them live together. Otherwise
+    the new programs and maps load beside the old and every link moves to them in one step.
+    Either way each packet sees the old policy or the new one, and any failure leaves the
+    previous version running.
     """
     from netc.runtime import loader
 
@@ -424,14 +429,24 @@ def load(artifact: str, lab: str | None, inventory: str | None, name: str | None
             obj = fh.read()
     target = loader.resolve_target(inventory=inventory, lab=lab, name=name)
     report = loader.load(obj, os.path.abspath(artifact), target, mode=attach, wait_s=wait_s,
-                         conntrack_size=conntrack_size)
+                         conntrack_size=conntrack_size, full=full)
     if as_json:
         click.echo(json.dumps(report.__dict__, default=str, indent=2))
         return
-    prev = f" (replacing v{report.previous})" if report.previous else ""
-    click.echo(f"loaded {artifact} as {report.target} v{report.version}{prev}: "
-               f"{len({c for c, _ in report.attached})} container(s), {report.mode}, "
-               f"{report.entries} map entries, {report.timings['total_s'] * 1000:.0f} ms")
+    ms = report.timings["total_s"] * 1000
+    if report.in_place:
+        click.echo(f"updated {report.target} in place to v{report.version} (was v{report.previous}): "
+                   f"{sum(report.written.values()):,} entries written, {sum(report.deleted.values()):,} "
+                   f"deleted, {report.unchanged:,} unchanged, {ms:.0f} ms")
+        for c in sorted({c for c, _ in report.attached}):
+            click.echo(f"  attached {c}: new in the inventory")
+    else:
+        prev = f" (replacing v{report.previous})" if report.previous else ""
+        click.echo(f"loaded {artifact} as {report.target} v{report.version}{prev}: "
+                   f"{len({c for c, _ in report.attached})} container(s), {report.mode}, "
+                   f"{report.entries} map entries, {ms:.0f} ms")
+        if report.full_reason:
+            click.echo(f"  loaded in full: {report.full_reason}")
     for c, why in report.skipped:
         click.echo(f"  skipped {c}: {why}", err=True)
     for c in report.detached:

@@ -1,5 +1,6 @@
-"""`netc bench load`: wall time to materialize and load N rules onto C containers of a lab, and to
-apply one container added (the map writes and the links of an inventory change).
+"""`netc bench load`: wall time to materialize and load N rules onto C containers of a lab, to
+apply one container added (the map writes and the links of an inventory change), and to apply a
+change of one rule's port (in place: the entries it changes, runtime/inplace.py).
 
 It runs in a private state directory and bpffs path, on a lab it makes and removes itself.
 """
@@ -18,6 +19,20 @@ from netc import api
 from netc.bench.generate import generate_policy
 
 APPS = ("web", "api", "db")
+
+
+def change_one_rule(text: str) -> tuple[str, str]:
+    """The policy with the port of one rule (the middle one with a single port) moved by one."""
+    import re
+
+    lines = text.splitlines()
+    single = [i for i, line in enumerate(lines) if re.search(r"to port \d+$", line)]
+    if not single:
+        raise ValueError("the generated policy has no rule with a single port")
+    i = single[len(single) // 2]
+    port = int(lines[i].rsplit(" ", 1)[1])
+    lines[i] = lines[i].rsplit(" ", 1)[0] + f" {port + 1 if port < 65535 else port - 1}"
+    return "\n".join(lines) + "\n", lines[i].strip()
 
 
 def run(rules: int, containers: int, seed: int = 1) -> dict[str, Any]:
@@ -47,6 +62,9 @@ def run(rules: int, containers: int, seed: int = 1) -> dict[str, Any]:
             lab_s = time.perf_counter() - t
             sync = dep.sync()
             n_rules = len(compiled.program.rules)
+            text, changed_line = change_one_rule(generate_policy(rules, seed))
+            changed = api.compile(text, name=f"bench-{rules}.netp")
+            change = loader.load(changed.object, f"bench-{rules}-changed.netp", target)
             result = {
                 "rules": n_rules,
                 "containers": containers,
@@ -62,6 +80,13 @@ def run(rules: int, containers: int, seed: int = 1) -> dict[str, Any]:
                 "add_container_ms": round(sync.seconds * 1000, 2),
                 "add_container_writes": sum(sync.written.values()),
                 "lab_add_container_ms": round(lab_s * 1000, 1),
+                "change_rule": changed_line,
+                "change_rule_in_place": change.in_place,
+                "change_rule_s": round(change.timings["total_s"], 3),
+                "change_rule_materialize_s": round(change.timings.get("materialize_s", 0.0), 3),
+                "change_rule_written": sum(change.written.values()),
+                "change_rule_deleted": sum(change.deleted.values()),
+                "change_rule_unchanged": change.unchanged,
             }
         finally:
             try:

@@ -35,7 +35,7 @@ from typing import Any
 
 from netc.errors import AttachError, LoadError, NetcError
 from netc.ir.nodes import Program
-from netc.runtime import links, slots
+from netc.runtime import inplace, links, slots
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.links import Hook
 from netc.runtime.materialize import Contents, Ids, Materializer, materialize
@@ -201,6 +201,13 @@ class LoadReport:
     timings: dict[str, float] = field(default_factory=dict)
     entries: int = 0
     map_bytes: int = 0
+    # a policy change in place (runtime/inplace.py): the running programs and maps were kept
+    in_place: bool = False
+    full_reason: str | None = None      # why a version of a loaded target was loaded in full
+    written: dict[str, int] = field(default_factory=dict)    # entries staged per map (in place)
+    deleted: dict[str, int] = field(default_factory=dict)
+    unchanged: int = 0                   # entries the change left alone
+    written_lb: dict[str, int] = field(default_factory=dict)
 
 
 def _paths(target: str) -> tuple[str, str]:
@@ -314,7 +321,9 @@ def _open_pinned_prog(path: str) -> int:
 
 
 def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = None,
-         wait_s: float = 30.0, conntrack_size: int | None = None) -> LoadReport:
+         wait_s: float = 30.0, conntrack_size: int | None = None, full: bool = False) -> LoadReport:
+    """Load a compiled policy onto a target. A new version of the same shape as the running one is
+    applied in place (runtime/inplace.py) unless `full` or a `conntrack_size` asks for new maps."""
     from netc.api import read_manifest
     from netc.runtime import abi
     from netc.runtime.libbpf import BpfObject, bpf_obj_get, bpf_obj_pin
@@ -322,6 +331,7 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
     check_privileges()
     ensure_bpffs()
     t0 = time.perf_counter()
+    full = full or bool(conntrack_size)
     manifest = read_manifest(obj_bytes)
     program = Program.from_json(manifest["ir"])
     with exclusive(wait_s=wait_s), State() as st:
@@ -337,6 +347,18 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
         if row is not None and row[3] != want_mode and prev is not None:
             raise LoadError(f"target {target.name} runs in {row[3]} mode; unload it before switching to {want_mode}")
         report = LoadReport(target.name, version, prev.version if prev else None, want_mode, skipped=gone)
+        if prev is not None and not full:
+            # same programs as the running version: rewrite only the entries that change
+            try:
+                inplace.load_in_place(st, obj_bytes, source, target, manifest, program, report)
+            except inplace.NotInPlace as why:
+                report.full_reason = str(why)
+                report.version = version
+                report.skipped = gone
+            else:
+                _retire_old(st, target.name)
+                report.timings["total_s"] = time.perf_counter() - t0
+                return report
 
         t = time.perf_counter()
         contents = materialize(program, inv)
@@ -425,6 +447,7 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             for pname, fd in progs.items():
                 bpf_obj_pin(fd, os.path.join(partial, "progs", pname))
             _write_atomically(_ids_path(obj_path), json.dumps(contents.ids.to_json()).encode())
+            inplace.save_contents(obj_path, contents, program)
             if program.services:
                 services.write_baseline(obj_path, lb)
             os.rename(partial, vdir)
@@ -540,7 +563,8 @@ def _snapshot_path(obj_path: str) -> str:
 def _remove_version_files(obj_path: str) -> None:
     from netc.runtime.services import baseline_path
 
-    for path in (obj_path, _ids_path(obj_path), _snapshot_path(obj_path), baseline_path(obj_path)):
+    for path in (obj_path, _ids_path(obj_path), _snapshot_path(obj_path), baseline_path(obj_path),
+                 inplace._cache_path(obj_path), _snapshot_path(obj_path) + ".next"):
         for p in (path, path + ".tmp"):
             if os.path.exists(p):
                 os.unlink(p)
@@ -643,10 +667,11 @@ def _retire_old(st: State, target: str) -> None:
 
 # ---------------------------------------------------------------------- crash recovery
 def recover(st: State, target: str) -> list[str]:
-    """Roll back a load that died (its version is still `loading` and nobody holds the lock)."""
+    """Roll back a load that died (its version is still `loading` and nobody holds the lock), and
+    finish or take back an update in place that died (runtime/inplace.py)."""
     from netc.runtime.libbpf import bpf_obj_get
 
-    notes: list[str] = []
+    notes: list[str] = inplace.recover(st, target)
     base, links_dir = _paths(target)
     if os.path.isdir(base):
         for entry in os.listdir(base):
@@ -875,6 +900,47 @@ def _delta(old: Contents, new: Contents, name: str, live: int) -> MapDelta:
     return slots.diff(name, old.maps.get(name, {}), new.maps.get(name, {}), live)
 
 
+def attach_new(st: State, target: Target, inv: Inventory, version: int, mode: str) -> list[str]:
+    """Attach the running version's programs to the containers not attached yet; record them."""
+    from netc.runtime.libbpf import bpf_obj_get, bpf_obj_pin
+
+    base, _ = _paths(target.name)
+    attached_before = {a.container for a in st.attachments(target.name)}
+    attached: list[str] = []
+    with target.netns():
+        for c in inv.containers:
+            if c.name in attached_before:
+                continue
+            for hook in (Hook.INGRESS, Hook.EGRESS):
+                pfd = bpf_obj_get(os.path.join(base, f"v{version}", "progs", PROGRAM_FOR_HOOK[hook]))
+                try:
+                    _attach_one(mode, pfd, c, hook, _link_pin(target.name, c.name, hook), bpf_obj_get, bpf_obj_pin)
+                finally:
+                    os.close(pfd)
+            attached.append(c.name)
+    with st.transaction() as db:
+        for c in inv.containers:
+            if c.name in attached:
+                for hook in (Hook.INGRESS, Hook.EGRESS):
+                    db.execute("INSERT OR REPLACE INTO attachments VALUES(?,?,?,?,?,?,?,?,?)",
+                               (target.name, c.name, hook.value, c.interface, c.ifindex, mode,
+                                _link_pin(target.name, c.name, hook) if mode == "tcx" else None, version,
+                                time.time()))
+    return attached
+
+
+def detach_absent(st: State, target: Target, inv: Inventory, gone: list[tuple[str, str]]) -> list[str]:
+    """Detach the containers that are neither in the inventory nor merely unreachable now."""
+    present = {c.name for c in inv.containers} | {g for g, _ in gone}
+    detached: list[str] = []
+    for a in st.attachments(target.name):
+        if a.container not in present:
+            _detach(st, target, a.container, Hook(a.hook), a.mode, a.ifindex, a.pin)
+            if a.container not in detached:
+                detached.append(a.container)
+    return detached
+
+
 @contextmanager
 def _pinned_maps(target: str, version: int) -> Iterator[dict[str, Any]]:
     from netc.runtime.libbpf import Map
@@ -929,19 +995,20 @@ class Deployment:
                                     "resize (nothing was changed)")
 
     def sync(self, inventory: Inventory | None = None, *, wait_s: float = 30.0) -> SyncReport:
-        from netc.runtime.libbpf import bpf_obj_get, bpf_obj_pin
-
         t0 = time.perf_counter()
-        if inventory is not None:
-            self.target.inventory = inventory
-        else:
-            self.target.inventory = reload_inventory(self.target.inventory_ref)
-        inv, gone = live_inventory(self.target)
-        new = self.materializer.run(inv, self.ids, previous=self.contents)
-        report = SyncReport(self.target.name, self.version, skipped=gone)
-        self._check_room(new)
-        base, _ = _paths(self.target.name)
         with exclusive(wait_s=wait_s), State() as st:
+            recovered = inplace.recover(st, self.target.name)
+            active = st.active(self.target.name)
+            if recovered or active is None or active.version != self.version:
+                self.__init__(self.target.name)   # type: ignore[misc]  # another process changed it
+            if inventory is not None:
+                self.target.inventory = inventory
+            else:
+                self.target.inventory = reload_inventory(self.target.inventory_ref)
+            inv, gone = live_inventory(self.target)
+            new = self.materializer.run(inv, self.ids, previous=self.contents)
+            report = SyncReport(self.target.name, self.version, skipped=gone)
+            self._check_room(new)
             lb = None
             if self.program.services:
                 from netc.runtime import services
@@ -952,39 +1019,28 @@ class Deployment:
                     services.check_live(self.target.name, self.version, self.ids)
                 except services.NoServiceMaps:
                     lb = None   # a version from before services were balanced: its policy still syncs
+            # what a recovery needs to finish or take back this sync: the ids any new entry holds,
+            # the inventory it is for, the generation before it
+            if self.ids.dirty:
+                _write_atomically(_ids_path(self.object_path), json.dumps(self.ids.to_json()).encode())
+                self.ids.dirty = False
+            snapshot = _snapshot_path(self.object_path)
+            _write_atomically(snapshot + ".next", json.dumps(inv.to_json()).encode())
             with _pinned_maps(self.target.name, self.version) as maps:
                 # every changed entry gets the new answer in its inactive slot, then one write of
                 # the generation makes them all live at once (runtime/slots.py)
                 live = slots.read_generation(maps[slots.GEN_MAP])
                 deltas = {name: _delta(self.contents, new, name, live) for name in MAPS}
                 self._check_room(new, deltas)
+                inplace.write_marker(st.dir, self.target.name, kind="sync", version=self.version, gen=live)
                 slots.stage(maps, deltas)
+                _fault("sync-staged")
                 slots.flip(maps, live)
+                os.replace(snapshot + ".next", snapshot)
+                _fault("sync-flipped")
                 for name, d in deltas.items():
                     report.written[name] = len(d.stage)
-                # attach new containers
-                attached_before = {a.container for a in st.attachments(self.target.name)}
-                with self.target.netns():
-                    for c in inv.containers:
-                        if c.name in attached_before:
-                            continue
-                        for hook in (Hook.INGRESS, Hook.EGRESS):
-                            path = os.path.join(base, f"v{self.version}", "progs", PROGRAM_FOR_HOOK[hook])
-                            pfd = bpf_obj_get(path)
-                            try:
-                                _attach_one(self.mode, pfd, c, hook, _link_pin(self.target.name, c.name, hook),
-                                            bpf_obj_get, bpf_obj_pin)
-                            finally:
-                                os.close(pfd)
-                        report.attached.append(c.name)
-                with st.transaction() as db:
-                    for c in inv.containers:
-                        if c.name in report.attached:
-                            for hook in (Hook.INGRESS, Hook.EGRESS):
-                                db.execute("INSERT OR REPLACE INTO attachments VALUES(?,?,?,?,?,?,?,?,?)",
-                                           (self.target.name, c.name, hook.value, c.interface, c.ifindex,
-                                            self.mode, _link_pin(self.target.name, c.name, hook)
-                                            if self.mode == "tcx" else None, self.version, time.time()))
+                report.attached = attach_new(st, self.target, inv, self.version, self.mode)
                 # services: new backends are enforced (above) before a table sends them traffic, and
                 # a gone backend leaves the tables before its entries are deleted (below)
                 if lb is not None:
@@ -994,16 +1050,9 @@ class Deployment:
                 slots.settle(maps, deltas)
                 for name, d in deltas.items():
                     report.deleted[name] = len(d.delete)
-            present = {c.name for c in inv.containers} | {g for g, _ in gone}
-            for a in st.attachments(self.target.name):
-                if a.container not in present:
-                    _detach(st, self.target, a.container, Hook(a.hook), a.mode, a.ifindex, a.pin)
-                    if a.container not in report.detached:
-                        report.detached.append(a.container)
-            if self.ids.dirty:
-                _write_atomically(_ids_path(self.object_path), json.dumps(self.ids.to_json()).encode())
-                self.ids.dirty = False
-            _write_atomically(_snapshot_path(self.object_path), json.dumps(inv.to_json()).encode())
+            inplace.clear_marker(st.dir, self.target.name)
+            inplace.save_contents(self.object_path, new, self.program)
+            report.detached = detach_absent(st, self.target, inv, gone)
         self.contents = new
         report.seconds = time.perf_counter() - t0
         with State() as st:

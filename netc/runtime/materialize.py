@@ -66,8 +66,12 @@ class Ids:
     def pset(self, names: frozenset[str]) -> int:
         return self._alloc(self.psets, "p", ",".join(sorted(names)))
 
-    def atom(self, sig: tuple[tuple[int, ...], tuple[str, ...]]) -> int:
-        return self._alloc(self.atoms, "a", ",".join(map(str, sig[0])) + "|" + "\x1f".join(sig[1]))
+    def atom(self, sig: tuple[tuple[int, ...], tuple[str, ...]], set_names: list[str] | None = None) -> int:
+        """An atom's id by its signature: the address sets containing it (by content when
+        `set_names` names them, so that a policy change that adds or removes a set elsewhere
+        does not renumber it) and its identity."""
+        sets = sorted(set_names[i] for i in sig[0]) if set_names is not None else map(str, sig[0])
+        return self._alloc(self.atoms, "a", ",".join(sets) + "|" + "\x1f".join(sig[1]))
 
     def endpoint(self, container: str) -> int:
         return self._alloc(self.endpoints, "e", container)
@@ -207,6 +211,8 @@ class Materializer:
             if r.peer.addrs not in self.set_index:
                 self.set_index[r.peer.addrs] = len(self.addr_sets)
                 self.addr_sets.append(r.peer.addrs)
+        # each set by its content, for atom ids that survive policy changes (Ids.atom)
+        self.set_names = [_set_name(a) for a in self.addr_sets]
         self.regions = {4: self._regions(4, 32), 6: self._regions(6, 128)}
         self.starts = {v: [r[0] for r in self.regions[v]] for v in (4, 6)}
         self._pset_rules: dict[tuple[frozenset[str], Direction], _PsetRules] = {}
@@ -358,7 +364,7 @@ class Materializer:
             for version, width in ((4, 32), (6, 128)):
                 for lo, hi, sids in self.regions[version]:
                     rsig: Sig = (sids, ("world",))
-                    atom = out.ids.atom(rsig)
+                    atom = out.ids.atom(rsig, self.set_names)
                     region_sigs[atom] = rsig
                     for a, b in _without_v4_mapped(version, lo, hi):
                         _emit_addr(region_addrs, version, width, a, b, atom, abi.CLASS_WORLD)
@@ -372,7 +378,7 @@ class Materializer:
         addrs_map: dict[bytes, bytes] = dict(self._regions_for[2])
         for (version, x), ident in sorted(identity_of.items()):
             sig: Sig = (self.region_of(version, x), ident)
-            atom = out.ids.atom(sig)
+            atom = out.ids.atom(sig, self.set_names)
             atom_sig[atom] = sig
             klass = abi.CLASS_CONTAINER if ident[0] == "c" else abi.CLASS_HOST
             _emit_addr(addrs_map, version, 32 if version == 4 else 128, x, x, atom, klass)
@@ -550,6 +556,12 @@ def _overlay(win: list[tuple[int, int, Rule]], aud: list[tuple[int, int, Rule]]
         else:
             out.append((lo, hi, d, a))
     return out
+
+
+def _set_name(aset: AddrSet) -> str:
+    import hashlib
+
+    return hashlib.blake2b(repr((aset.v4, aset.v6)).encode(), digest_size=8).hexdigest()
 
 
 def _class_match(peer: Peer, klass: int) -> bool:

@@ -379,9 +379,11 @@ def test_real_traffic_tcp_udp_ipv4_ipv6(rt: Runtime) -> None:
 
 
 # ---------------------------------------------------------------------------- 2. replacement
-def test_replacement_without_a_gap(rt: Runtime) -> None:
+@pytest.mark.parametrize("how", ["in-place", "full"])
+def test_replacement_without_a_gap(rt: Runtime, how: str) -> None:
     """Load B over A while probing: X (A only) flips off, Y (B only) flips on, Z (neither) never
-    connects, and no observation is one that neither A nor B allows."""
+    connects, and no observation is one that neither A nor B allows. Both ways: B in place (same
+    programs, entries rewritten through the inactive slots) and in full (new programs and maps)."""
     rt.api_load("A")
     observed: list[tuple[Flow, float, float, str]] = []
     errors: list[BaseException] = []
@@ -409,7 +411,7 @@ def test_replacement_without_a_gap(rt: Runtime) -> None:
     try:
         wait_for(lambda: sum(1 for o in observed if o[0] == Z) >= 2, "two probe rounds under A")
         start = time.monotonic()
-        p = rt.cli_load("B")
+        p = rt.cli_load("B", *(["--full"] if how == "full" else []))
         end = time.monotonic()
         wait_for(lambda: sum(1 for o in observed if o[0] == Z and o[1] > end) >= 2, "two probe rounds under B")
     finally:
@@ -513,7 +515,7 @@ def test_kill_9_at_every_stage(rt: Runtime, stage: str, previous: bool) -> None:
     list. Then a load recovers and succeeds, and unload leaves no pin, link, row or object."""
     if previous:
         rt.api_load("A")
-    p = rt.cli_load("B", fault=f"kill:{stage}")
+    p = rt.cli_load("B", "--full", fault=f"kill:{stage}")
     assert p.returncode == -signal.SIGKILL, f"expected death by SIGKILL at {stage}: {p.returncode}\n{p.stderr}"
 
     # Right after the crash, before any other command took the lock. Every problem is collected
@@ -575,7 +577,7 @@ def test_kill_9_at_every_stage(rt: Runtime, stage: str, previous: bool) -> None:
 def test_injected_failure_mid_attach_rolls_back(rt: Runtime, previous: bool) -> None:
     if previous:
         rt.api_load("A")
-    p = rt.cli_load("B", fault="fail:mid-attach")
+    p = rt.cli_load("B", "--full", fault="fail:mid-attach")
     assert p.returncode not in (0, -signal.SIGKILL), p.returncode
     _no_traceback(p)
     assert "injected failure at mid-attach" in p.stderr, p.stderr
@@ -606,7 +608,7 @@ def test_a_failed_load_leaves_no_object_behind(rt: Runtime, how: str) -> None:
         bad.write_bytes(rejected_object(rt.policies["B"].with_suffix("").with_suffix(".netp")))
         p = rt.netc("load", str(bad), "--lab", rt.name)
     else:
-        p = rt.cli_load("B", fault=how)
+        p = rt.cli_load("B", "--full", fault=how)
     assert p.returncode != 0
     assert sorted(os.listdir(objects)) == before, "the failed version's files stay in objects/"
     p = rt.netc("unload", rt.name)
@@ -780,3 +782,123 @@ def test_a_policy_too_big_for_the_map_budget_is_refused_before_loading(monkeypat
     monkeypatch.setenv("NETC_MAP_MEMORY_LIMIT", "1000")
     with pytest.raises(LoadError, match=r"needs about .* of kernel map memory .*NETC_MAP_MEMORY_LIMIT"):
         map_sizes(contents, 10, 1)
+
+
+# ---------------------------------------------------------------------------- 11. policy changes in place
+def _live_maps(rt: Runtime, version: int) -> tuple[int, dict[str, dict[bytes, bytes]]]:
+    """The generation and the four policy maps of a version, as the kernel holds them."""
+    from netc.runtime import slots
+    from netc.runtime.libbpf import Map
+
+    out = {}
+    for name in loader.MAPS:
+        with Map.from_pinned(os.path.join(rt.bpffs, rt.name, f"v{version}", "maps", name)) as m:
+            out[name] = dict(m.items())
+    with Map.from_pinned(os.path.join(rt.bpffs, rt.name, f"v{version}", "maps", slots.GEN_MAP)) as g:
+        gen = slots.read_generation(g)
+    return gen, out
+
+
+def _assert_settled_as(rt: Runtime, version: int, policy: str) -> None:
+    """Every entry holds the policy's contents in both slots, and there is no other entry."""
+    from netc.ir.nodes import Program
+    from netc.runtime import slots
+    from netc.runtime.materialize import Ids, materialize
+
+    with open(rt.state / "objects" / f"{rt.name}-v{version}.ids.json") as fh:
+        ids = Ids.from_json(json.load(fh))
+    program = Program.from_json(api.read_manifest(rt.policies[policy].read_bytes())["ir"])
+    inv, _ = loader.live_inventory(loader.resolve_target(lab=rt.name))
+    want = materialize(program, inv, ids)
+    _, have = _live_maps(rt, version)
+    for name in loader.MAPS:
+        expected = dict(slots.encode_all(name, want.maps[name]))
+        assert have[name] == expected, f"{name}: {len(have[name])} entries in the kernel, {len(expected)} wanted"
+
+
+def test_a_policy_change_is_applied_in_place(rt: Runtime) -> None:
+    """B over A: the same programs stay attached, only the entries that differ are written, one
+    flip makes them live, the version is recorded as v2 over the same pins."""
+    rt.api_load("A")
+    progs_before = rt.tcx()
+    gen_before, maps_before = _live_maps(rt, 1)
+    total = sum(len(m) for m in maps_before.values())
+    p = rt.netc("load", str(rt.policies["B"]), "--lab", rt.name, "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["in_place"] is True and rep["version"] == 2 and rep["previous"] == 1, rep
+    written = sum(rep["written"].values())
+    assert 1 <= written <= 4 and rep["unchanged"] >= total - 4, rep   # web's port 80 -> 443 only
+    assert rt.tcx() == progs_before, "the programs were replaced"
+    gen_after, _ = _live_maps(rt, 2)
+    assert gen_after == 1 - gen_before
+    assert not os.path.exists(os.path.join(rt.bpffs, rt.name, "v1")) and rt.version_complete(2)
+    _assert_running(rt.status(), 2)
+    rt.expect_policy("B", "after B in place")
+    _assert_settled_as(rt, 2, "B")
+    # and back again, then C (three rules change): each a new version over the same programs
+    assert rt.api_load("A").in_place
+    rt.expect_policy("A", "after A in place")
+    rep3 = rt.api_load("C")
+    assert rep3.in_place and rep3.version == 4 and rt.tcx() == progs_before
+    rt.expect_policy("C", "after C in place")
+    _assert_settled_as(rt, 4, "C")
+    # a change of shape (a service brings the load-balancing code) loads in full
+    shaped = rt.tmp / "with-service.netp"
+    shaped.write_text(POLICIES["A"] + "service web-svc {\n    vip 10.96.0.30 port 80 tcp\n"
+                      "    backends web port 80\n}\n")
+    p = rt.netc("load", str(shaped), "--lab", rt.name, "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["in_place"] is False and "programs differ" in rep["full_reason"], rep
+    assert rt.tcx() != progs_before
+    rt.expect_policy("A", "after the full load")
+
+
+@pytest.mark.parametrize("stage", ["in-place-staged", "in-place-flipped"])
+def test_kill_9_during_a_change_in_place(rt: Runtime, stage: str) -> None:
+    """Killed after staging, nothing a packet sees has changed; killed after the flip, the new
+    policy is live. Either way the next command settles the maps (takes the change back, or
+    finishes it and records the version) and works."""
+    rt.api_load("A")
+    p = rt.cli_load("B", fault=f"kill:{stage}")
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    flipped = stage == "in-place-flipped"
+    rt.expect_policy("B" if flipped else "A", f"right after kill -9 at {stage}")
+    p = rt.netc("sync", rt.name)    # any command that takes the lock recovers
+    assert p.returncode == 0, p.stderr
+    st = rt.status()
+    version = 2 if flipped else 1
+    _assert_running(st, version)
+    rt.expect_policy("B" if flipped else "A", f"after recovering from kill -9 at {stage}")
+    _assert_settled_as(rt, version, "B" if flipped else "A")
+    assert not list((rt.state / "objects").glob("*.pending.json"))
+    assert rt.api_load("C").in_place
+    rt.expect_policy("C", "after loading C")
+
+
+def test_a_failure_while_staging_takes_the_change_back(rt: Runtime) -> None:
+    rt.api_load("A")
+    before = sorted(os.listdir(rt.state / "objects"))
+    p = rt.cli_load("B", fault="fail:in-place-staged")
+    assert p.returncode not in (0, -signal.SIGKILL), p.returncode
+    _no_traceback(p)
+    assert "injected failure at in-place-staged" in p.stderr, p.stderr
+    _assert_running(rt.status(), 1)
+    rt.expect_policy("A", "after the failed change")
+    _assert_settled_as(rt, 1, "A")
+    assert sorted(os.listdir(rt.state / "objects")) == before
+
+
+@pytest.mark.parametrize("stage", ["sync-staged", "sync-flipped"])
+def test_kill_9_during_a_sync(rt: Runtime, stage: str) -> None:
+    rt.api_load("sync")
+    api2_db = Flow("api-2", "db-1", 5432)             # allowed once db-1 knows api-2 is api
+    labs.add_container(rt.name, {"name": "api-2", "labels": {"app": "api", "env": "prod"}, "serve": ["tcp:8080"]})
+    p = rt.netc("sync", rt.name, fault=f"kill:{stage}")
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    rt.expect_traffic({api2_db: stage == "sync-flipped"}, f"right after kill -9 at {stage}")
+    p = rt.netc("sync", rt.name)
+    assert p.returncode == 0, p.stderr
+    rt.expect_traffic({api2_db: True, Flow("client-1", "api-2", 8080): False}, "after the next sync")
+    _assert_settled_as(rt, 1, "sync")
