@@ -797,6 +797,7 @@ def unload(target: str, *, wait_s: float = 30.0) -> list[str]:
                     links.tc_detach(a.ifindex, Hook(a.hook))
                     done.append(f"removed the tc filter of {a.container}.{a.hook}")
         _rm_pins(base)
+        inplace.clear_marker(st.dir, target)
         objects = [v.object for v in st.versions(target)]
         with st.transaction() as db:
             for table, col in (("attachments", "target"), ("versions", "target"), ("syncs", "target"),
