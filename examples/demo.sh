@@ -52,6 +52,11 @@ probe_vip examples/quickstart-update.netp client-1 10.96.0.20 80
 bold "netc service list   (the new version's service: the VIP, its backends, live connections)"
 $NETC service list --target "$LAB"
 
+bold "a rule removed: netc load examples/quickstart-revoke.netp (in place: only its entries change)"
+$NETC load examples/quickstart-revoke.netp --lab "$LAB"
+probe examples/quickstart-revoke.netp client-1 db-1 5432
+probe examples/quickstart-revoke.netp api-1 db-1 5432
+
 bold "netc status"
 $NETC status
 

@@ -256,6 +256,11 @@ def load_in_place(st: Any, obj_bytes: bytes, source: str, target: Any, manifest:
         prev_obj = fh.read()
     if not same_shape(prev_obj, obj_bytes):
         raise NotInPlace("its programs differ from the running ones (features added or removed)")
+    base, _ = loader._paths(target.name)
+    wanted = {m["name"] for m in manifest["plan"]["maps"]}
+    for name in loader.SHARED:
+        if name in wanted and not os.path.exists(os.path.join(base, "shared", name)):
+            raise NotInPlace(f"the shared map {name} is not there yet (the target was loaded by an older netc)")
     from netc.api import read_manifest
 
     # the services of the running version: recorded with its map contents, else from its manifest
@@ -284,7 +289,6 @@ def load_in_place(st: Any, obj_bytes: bytes, source: str, target: Any, manifest:
     report.entries = new.entries()
     version = st.next_version(target.name)
     report.version = version
-    base, _ = loader._paths(target.name)
     obj_path = os.path.join(st.dir, "objects", f"{target.name}-v{version}.bpf.o")
     t = time.perf_counter()
     with loader._pinned_maps(target.name, prev.version) as maps:
