@@ -436,8 +436,8 @@ def load(artifact: str, lab: str | None, inventory: str | None, name: str | None
     ms = report.timings["total_s"] * 1000
     if report.in_place:
         click.echo(f"updated {report.target} in place to v{report.version} (was v{report.previous}): "
-                   f"{sum(report.written.values()):,} entries written, {sum(report.deleted.values()):,} "
-                   f"deleted, {report.unchanged:,} unchanged, {ms:.0f} ms")
+                   f"{_entries(sum(report.written.values()))} written, "
+                   f"{sum(report.deleted.values()):,} deleted, {report.unchanged:,} unchanged, {ms:.0f} ms")
         for c in sorted({c for c, _ in report.attached}):
             click.echo(f"  attached {c}: new in the inventory")
     else:
@@ -858,6 +858,10 @@ def bench_load(n: int, containers: int, as_json: bool) -> None:
     check_privileges()
     result = run_load(n, containers)
     _print_figures(result, as_json)
+
+
+def _entries(n: int) -> str:
+    return f"{n:,} entr{'y' if n == 1 else 'ies'}"
 
 
 def run() -> None:  # console entry for `python -m netc`

@@ -107,7 +107,7 @@ def save_contents(obj_path: str, contents: Contents, program: Program) -> None:
     and its services (a change in place needs the same)."""
     from netc.runtime.loader import MAPS, _write_atomically
 
-    services = json.dumps([s.to_json() for s in program.services], sort_keys=True).encode()
+    services = _services_text([s.to_json() for s in program.services]).encode()
     parts = [_CACHE_MAGIC, _cache_digest(obj_path), len(services).to_bytes(4, "little"), services]
     for name in MAPS:
         m = contents.maps.get(name, {})
@@ -144,6 +144,11 @@ def saved_contents(obj_path: str) -> dict[str, dict[bytes, bytes]] | None:
         out[name] = dict(zip([keys[i:i + ks] for i in range(0, count * ks, ks)],
                              [values[i:i + vs] for i in range(0, count * vs, vs)], strict=True)) if count else {}
     return out if pos == len(data) else None
+
+
+def _services_text(services: list[dict[str, Any]]) -> str:
+    """The services as a change in place compares them: what they do, not where they are written."""
+    return json.dumps([{k: v for k, v in s.items() if k != "span"} for s in services], sort_keys=True)
 
 
 def saved_services(obj_path: str) -> str | None:
@@ -264,10 +269,10 @@ def load_in_place(st: Any, obj_bytes: bytes, source: str, target: Any, manifest:
     from netc.api import read_manifest
 
     # the services of the running version: recorded with its map contents, else from its manifest
-    services_json = json.dumps([s.to_json() for s in program.services], sort_keys=True)
+    services_json = _services_text([s.to_json() for s in program.services])
     prev_services = saved_services(prev.object)
     if prev_services is None:
-        prev_services = json.dumps(read_manifest(prev_obj)["ir"]["services"], sort_keys=True)
+        prev_services = _services_text(read_manifest(prev_obj)["ir"]["services"])
     if prev_services != services_json:
         raise NotInPlace("its services differ")
     t = time.perf_counter()

@@ -902,3 +902,16 @@ def test_kill_9_during_a_sync(rt: Runtime, stage: str) -> None:
     assert p.returncode == 0, p.stderr
     rt.expect_traffic({api2_db: True, Flow("client-1", "api-2", 8080): False}, "after the next sync")
     _assert_settled_as(rt, 1, "sync")
+
+
+def test_a_change_in_place_keeps_the_services_running(rt: Runtime) -> None:
+    """quickstart-revoke changes a rule of quickstart-update and keeps its service: in place, and
+    the VIP still takes connections afterwards."""
+    target = loader.resolve_target(lab=rt.name)
+    for name in ("quickstart-update", "quickstart-revoke"):
+        path = ROOT / "examples" / f"{name}.netp"
+        rep = loader.load(api.compile(str(path)).object, str(path), target)
+    assert rep.in_place, rep.full_reason
+    assert sum(rep.written.values()) <= 2 and sum(rep.deleted.values()) <= 2, (rep.written, rep.deleted)
+    vip = Flow("client-1", "10.96.0.20", 80)
+    rt.expect_traffic({vip: True, Z: False, W: True}, "after the change in place")
