@@ -130,49 +130,45 @@ class Lpm:
 # ---------------------------------------------------------------------- a change
 @dataclass
 class MapDelta:
+    """One map's change while slot `live` is live: what to write before the flip and after it."""
+
+    name: str
+    live: int
     stage: list[tuple[bytes, bytes]] = field(default_factory=list)    # before the flip
     settle: list[tuple[bytes, bytes]] = field(default_factory=list)   # after it: both slots new
     delete: list[bytes] = field(default_factory=list)                 # after it
     inserted: int = 0
     changed: int = 0
 
-    @property
-    def writes(self) -> int:
-        return len(self.stage) + len(self.settle) + len(self.delete)
+    def put(self, key: bytes, was: bytes | None, will: bytes | None, *, removed: bool = False) -> None:
+        """Key gets `was` in the live slot and `will` in the other (None: a zeroed slot); after the
+        flip it keeps `will` in both, or goes if `removed`."""
+        self.stage.append((key, encode(self.name, *((was, will) if self.live == 0 else (will, was)))))
+        if removed:
+            self.delete.append(key)
+        else:
+            assert will is not None
+            self.settle.append((key, both(self.name, will)))
 
 
-def diff(name: str, old: Mapping[bytes, bytes], new: Mapping[bytes, bytes], live: int,
-         candidates: Iterable[bytes] | None = None) -> MapDelta:
-    """The change of one map from `old` to `new` contents while slot `live` is live. `candidates`:
-    the only keys that may differ (all keys when None)."""
-    out = MapDelta()
+def diff(name: str, old: Mapping[bytes, bytes], new: Mapping[bytes, bytes], live: int) -> MapDelta:
+    """The change of one map from `old` to `new` contents while slot `live` is live."""
+    out = MapDelta(name, live)
     lpm = name in LPM
     old_lpm, new_lpm = Lpm(old), Lpm(new)
-    if candidates is None:
-        inserted_or_changed = [k for k, v in new.items() if old.get(k) != v]
-        removed = [k for k in old if k not in new]
-    else:
-        cand = set(candidates)
-        inserted_or_changed = [k for k in cand if k in new and old.get(k) != new[k]]
-        removed = [k for k in cand if k in old and k not in new]
-
-    def put(key: bytes, live_value: bytes | None, next_value: bytes | None) -> None:
-        pair = (live_value, next_value) if live == 0 else (next_value, live_value)
-        out.stage.append((key, encode(name, *pair)))
-
-    for k in inserted_or_changed:
-        v = new[k]
+    for k, v in new.items():
         was = old.get(k)
+        if was == v:
+            continue
         if was is None:
             out.inserted += 1
             was = old_lpm.covering(k) if lpm else None
         else:
             out.changed += 1
-        put(k, was, v)
-        out.settle.append((k, both(name, v)))
-    for k in removed:
-        put(k, old[k], new_lpm.covering(k) if lpm else None)
-        out.delete.append(k)
+        out.put(k, was, v)
+    for k in old:
+        if k not in new:
+            out.put(k, old[k], new_lpm.covering(k) if lpm else None, removed=True)
     return out
 
 
@@ -211,19 +207,12 @@ def diff_groups(name: str, added: Iterable[Mapping[bytes, bytes]], gone: Iterabl
     direction, atom) or (policy set, direction), which every key carries in its fixed bits: no
     entry outside a group covers one inside it, so an inserted key answered nothing before and a
     removed key answers nothing after."""
-    out = MapDelta()
-
-    def put(key: bytes, live_value: bytes | None, next_value: bytes | None) -> None:
-        pair = (live_value, next_value) if live == 0 else (next_value, live_value)
-        out.stage.append((key, encode(name, *pair)))
-
+    out = MapDelta(name, live)
     for group in added:
         for k, v in group.items():
             out.inserted += 1
-            put(k, None, v)
-            out.settle.append((k, both(name, v)))
+            out.put(k, None, v)
     for group in gone:
         for k, v in group.items():
-            put(k, v, None)
-            out.delete.append(k)
+            out.put(k, v, None, removed=True)
     return out
