@@ -148,6 +148,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_map_delete_elem": (_int, [_int, _vp]),
     "bpf_map_get_next_key": (_int, [_int, _vp, _vp]),
     "bpf_map_update_batch": (_int, [_int, _vp, _vp, ctypes.POINTER(_u32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_lookup_batch": (_int, [_int, _vp, _vp, _vp, _vp, ctypes.POINTER(_u32), ctypes.POINTER(_BatchOpts)]),
     "bpf_prog_test_run_opts": (_int, [_int, ctypes.POINTER(_TestRunOpts)]),
     "bpf_obj_pin": (_int, [_int, _cp]),
     "bpf_obj_get": (_int, [_cp]),
@@ -430,6 +431,30 @@ class Map:
             value = self.lookup(key)
             if value is not None:
                 yield key, value
+
+    def array_values(self, chunk: int = 65536) -> bytes:
+        """An array map's values, index 0 first, all of them (bpf_map_lookup_batch, a chunk of
+        entries per syscall)."""
+        if self.key_size != 4 or self.per_cpu:
+            raise ValueError(f"map {self.name}: not an array of plain values")
+        out = bytearray()
+        token = ctypes.c_uint32(0)
+        first = True
+        keys = ctypes.create_string_buffer(4 * chunk)
+        values = ctypes.create_string_buffer(self.value_size * chunk)
+        while len(out) < self.max_entries * self.value_size:
+            count = ctypes.c_uint32(chunk)
+            opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+            ctypes.set_errno(0)
+            ret = lib().bpf_map_lookup_batch(self.fd, None if first else ctypes.byref(token), ctypes.byref(token),
+                                             keys, values, ctypes.byref(count), ctypes.byref(opts))
+            first = False
+            out += values.raw[:count.value * self.value_size]
+            if ret < 0:
+                if _errno_text(ret)[0] == 2:   # ENOENT: the last batch
+                    break
+                raise self._fail("batch lookup", ret)
+        return bytes(out)
 
     def update_batch(self, items: list[tuple[bytes, bytes]], flags: int = BPF_ANY) -> None:
         """Write many entries in one syscall where the map type supports it, else one by one."""

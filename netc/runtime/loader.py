@@ -35,7 +35,7 @@ from typing import Any
 
 from netc.errors import AttachError, LoadError, NetcError
 from netc.ir.nodes import Program
-from netc.runtime import links
+from netc.runtime import addr4, links
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.links import Hook
 from netc.runtime.materialize import Contents, Ids, Materializer, materialize
@@ -45,7 +45,8 @@ PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_c
 MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")   # one set per version
 # The service maps, also one set per version (filled by runtime/services.py; pinned with MAPS).
 LB_MAPS = ("netc_services", "netc_backends", "netc_lb_table", "netc_lb_rr")
-VERSION_MAPS = MAPS + LB_MAPS
+# IPv4 remote addresses: a multibit trie in two arrays (runtime/addr4.py), also one set per version
+VERSION_MAPS = MAPS + addr4.ARRAY_MAPS + LB_MAPS
 # Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
 # ring a `netc monitor` is reading, the loss/overflow statistics, connection tracking and the
 # clients `affinity client-ip` keeps on their backends.
@@ -238,8 +239,10 @@ def map_sizes(contents: Contents, rules: int = 0, endpoints: int = 0, lb: Any = 
     With `lb` (services.LbContents) and `program`, the service maps are sized too."""
     out = {}
     for name in MAPS:
-        n = len(contents.maps.get(name, {}))
+        n = _entries(contents, name)
         out[name] = max(64, n + n // 4 + 64)
+    out[addr4.ROOT_MAP] = addr4.ROOT_SLOTS
+    out[addr4.NODES_MAP] = addr4.nodes_size(addr4.count_chunks(addr4.root_of(contents)))
     # counters are allocated on first use; this bounds them (rule x endpoint x direction x action)
     out["netc_counters"] = min(1 << 20, max(65536, (rules + 4) * max(1, endpoints) * 2))
     if lb is not None and program is not None:
@@ -267,6 +270,17 @@ def _size(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
 
 
+def _entries(contents: Contents, name: str) -> int:
+    """Entries a map of MAPS holds: netc_addrs holds no v4-mapped prefix (the arrays do)."""
+    if name == "netc_addrs":
+        return len(_lpm_addrs(contents))
+    return len(contents.maps.get(name, {}))
+
+
+def _lpm_addrs(contents: Contents) -> dict[bytes, bytes]:
+    return addr4.lpm_entries(contents.maps.get("netc_addrs", {}))
+
+
 def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
     """Refuse, before anything is loaded, a policy × inventory whose maps cannot be had: say how
     many entries and bytes it needs. (Never a "map full" at run time instead.)"""
@@ -275,7 +289,8 @@ def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
     widths = {"netc_endpoints": 4 + abi.ENDPOINT.size, "netc_addrs": abi.ADDR_KEY.size + abi.ADDR_INFO.size,
               "netc_rules": abi.RULE_KEY.size + abi.VERDICT.size, "netc_wild": abi.WILD_KEY.size + abi.VERDICT.size}
     # maps whose memory the kernel allocates at creation, whatever they hold: counted by size
-    prealloc = {"netc_backends": abi.BACKEND.size, "netc_lb_table": 8, "netc_services":
+    prealloc = {addr4.ROOT_MAP: addr4.SLOT.size, addr4.NODES_MAP: addr4.SLOT.size,
+                "netc_backends": abi.BACKEND.size, "netc_lb_table": 8, "netc_services":
                 abi.SVC_KEY.size + abi.SERVICE.size + ENTRY_OVERHEAD, "netc_affinity":
                 abi.AFFINITY_KEY.size + abi.AFFINITY.size + ENTRY_OVERHEAD}
     limit = int(float(os.environ.get("NETC_MAP_MEMORY_LIMIT", str(4 << 30))))
@@ -284,14 +299,14 @@ def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
         n = sizes.get(name, 0)
         if n > MAX_ENTRIES:
             raise LoadError(f"map {name} would need {n:,} entries; a BPF map holds at most {MAX_ENTRIES:,}")
-        need += len(contents.maps.get(name, {})) * (width + ENTRY_OVERHEAD)
+        need += _entries(contents, name) * (width + ENTRY_OVERHEAD)
     for name, width in prealloc.items():
         n = sizes.get(name, 0)
         if n > MAX_ENTRIES:
             raise LoadError(f"map {name} would need {n:,} entries; a BPF map holds at most {MAX_ENTRIES:,}")
         need += n * width
     if need > limit:
-        counts = ", ".join([f"{name} {len(contents.maps.get(name, {})):,}" for name in widths]
+        counts = ", ".join([f"{name} {_entries(contents, name):,}" for name in widths]
                            + [f"{name} {sizes[name]:,}" for name in prealloc if name in sizes])
         raise LoadError(f"this policy on this inventory needs about {_size(need)} of kernel map memory "
                         f"({counts} entries), more than the limit of {_size(limit)} "
@@ -389,11 +404,17 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             t = time.perf_counter()
             maps = obj.maps
             for name in MAPS:
-                items = list(contents.maps.get(name, {}).items())
+                items = list((_lpm_addrs(contents) if name == "netc_addrs" else contents.maps.get(name, {})).items())
                 if items:
                     maps[name].update_batch(items)
                 m = maps[name]
                 report.map_bytes += sizes[name] * (m.key_size + m.value_size)
+            if addr4.ROOT_MAP not in maps:
+                raise LoadError(f"{source}: the object has no {addr4.ROOT_MAP} map (compiled by an older netc); "
+                                "compile it again")
+            addr4.write(maps, contents)
+            for name in addr4.ARRAY_MAPS:
+                report.map_bytes += sizes[name] * (maps[name].key_size + maps[name].value_size)
             for name, lb_items in lb_maps.items():
                 if name not in maps:
                     raise LoadError(f"{source}: the object has no {name} map (compiled by an older netc); "
@@ -887,6 +908,10 @@ def _pinned_maps(target: str, version: int) -> Iterator[dict[str, Any]]:
 
     base, _ = _paths(target)
     maps = {n: Map.from_pinned(os.path.join(base, f"v{version}", "maps", n)) for n in MAPS}
+    for n in addr4.ARRAY_MAPS:
+        path = os.path.join(base, f"v{version}", "maps", n)
+        if os.path.exists(path):   # a version from before IPv4 remotes moved to arrays has none
+            maps[n] = Map.from_pinned(path)
     try:
         yield maps
     finally:
@@ -921,17 +946,32 @@ class Deployment:
         self.program = Program.from_json(read_manifest(self.object)["ir"])
         self.materializer = Materializer(self.program)
         self.contents = self.materializer.run(written_for, self.ids)
+        self.addr4: addr4.Layout | None = None   # read from the kernel at the first sync
 
     def _check_room(self, new: Contents) -> None:
         """An inventory change that would overflow a loaded map is refused before any write."""
         with _pinned_maps(self.target.name, self.version) as maps:
             for name in MAPS:
-                need = len(new.maps.get(name, {}))
+                need = _entries(new, name)
                 have = maps[name].max_entries
                 if need > have:
                     raise LoadError(f"this inventory change needs {need:,} entries in {name}, which was sized "
                                     f"for {have:,} when v{self.version} loaded; run `netc load` again to "
                                     "resize (nothing was changed)")
+
+    def _addr4_plan(self, maps: dict[str, Any], new: Contents) -> addr4.Update:
+        """What the IPv4 arrays need for `new`; refused before any write when they lack room."""
+        if self.addr4 is None:
+            self.addr4 = addr4.Layout.read(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP],
+                                           self.contents.maps.get("netc_addrs", {}))
+        old_m, new_m = self.contents.maps.get("netc_addrs", {}), new.maps.get("netc_addrs", {})
+        upd = self.addr4.plan(old_m, new_m, [k for k, _ in _changed(self.contents, new, "netc_addrs")],
+                              _stale(self.contents, new, "netc_addrs"))
+        if upd.short:
+            raise LoadError(f"this inventory change needs {upd.need:,} new chunks in {addr4.NODES_MAP}, which "
+                            f"has {len(self.addr4.free) + len(self.addr4.retired):,} free since v{self.version} "
+                            "loaded; run `netc load` again to resize (nothing was changed)")
+        return upd
 
     def sync(self, inventory: Inventory | None = None, *, wait_s: float = 30.0) -> SyncReport:
         from netc.runtime.libbpf import bpf_obj_get, bpf_obj_pin
@@ -958,9 +998,26 @@ class Deployment:
                 except services.NoServiceMaps:
                     lb = None   # a version from before services were balanced: its policy still syncs
             with _pinned_maps(self.target.name, self.version) as maps:
+                if addr4.ROOT_MAP not in maps:
+                    raise LoadError(f"v{self.version} of {self.target.name} was loaded by an older netc; "
+                                    "run `netc load` again (nothing was changed)")
+                upd = self._addr4_plan(maps, new)
                 # order matters: what a new entry points at exists before the entry does
                 for name in ("netc_rules", "netc_wild", "netc_addrs", "netc_endpoints"):
                     changed = _changed(self.contents, new, name)
+                    if name == "netc_addrs":
+                        changed = [(k, v) for k, v in changed if not addr4.is_v4(k)]
+                        # IPv4 remotes: new chunks first, then the root slots that point to them
+                        assert self.addr4 is not None
+                        nodes, roots = self.addr4.apply(upd)
+                        try:
+                            maps[addr4.NODES_MAP].update_batch(nodes)
+                            maps[addr4.ROOT_MAP].update_batch(roots)
+                        except BaseException:
+                            self.addr4 = None   # read back from the kernel next time
+                            raise
+                        report.written[addr4.NODES_MAP] = len(nodes)
+                        report.written[addr4.ROOT_MAP] = len(roots)
                     if changed:
                         maps[name].update_batch(changed)
                     report.written[name] = len(changed)
@@ -995,6 +1052,8 @@ class Deployment:
                 # then deletions, in the reverse order
                 for name in ("netc_endpoints", "netc_addrs", "netc_wild", "netc_rules"):
                     stale = _stale(self.contents, new, name)
+                    if name == "netc_addrs":
+                        stale = [k for k in stale if not addr4.is_v4(k)]   # the arrays have no deletions
                     for k in stale:
                         maps[name].delete(k)
                     report.deleted[name] = len(stale)

@@ -271,6 +271,7 @@ def stream_events(target: str, *, duration_s: float | None = None, poll_ms: int 
 # ---------------------------------------------------------------------- explain from the live maps
 def live_contents(target: str) -> tuple[TargetView, Any]:
     """The running version's classifier maps, read back from the kernel."""
+    from netc.runtime import addr4
     from netc.runtime.loader import MAPS, _pinned_maps
     from netc.runtime.materialize import Contents
 
@@ -279,4 +280,6 @@ def live_contents(target: str) -> tuple[TargetView, Any]:
     with _pinned_maps(target, tv.version) as maps:
         for name in MAPS:
             contents.maps[name] = dict(maps[name].items())
+        if addr4.ROOT_MAP in maps:   # IPv4 remotes: the arrays as the datapath walks them
+            contents.maps.update(addr4.read_arrays(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP]))
     return tv, contents

@@ -21,8 +21,9 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.layers.sctp import SCTP
 
-from netc.runtime import abi
+from netc.runtime import abi, addr4
 from netc.runtime.libbpf import prog_test_run
+from netc.runtime.materialize import Contents
 
 pytestmark = pytest.mark.kernel
 
@@ -76,6 +77,14 @@ def deny(priority=0):
     return abi.verdict(abi.rank(priority, True), abi.FIRST_RULE_ID + 1, abi.ACTION_DENY, 0)
 
 
+def add_addrs(datapath, addrs):
+    """netc_addrs' entries as the loader writes them: IPv4 prefixes in the arrays, others in the LPM."""
+    m = datapath.maps
+    for k, v in addr4.lpm_entries(addrs).items():
+        m["netc_addrs"].update(k, v)
+    addr4.write(m, Contents(maps={"netc_addrs": addrs}))
+
+
 def add_rule(datapath, atom, proto, port, port_bits, verdict, direction=abi.DIR_INGRESS):
     datapath.maps["netc_rules"].update(abi.rule_key(PSET, atom, direction, proto, port, port_bits), verdict)
 
@@ -94,10 +103,10 @@ def policy(datapath):
     m = datapath.maps
     m["netc_endpoints"].update(LO.to_bytes(4, "little"),
                                abi.endpoint(PSET, 1, isolated=(True, False), default_deny=(True, False)))
-    m["netc_addrs"].update(abi.addr_key(ipaddress.ip_network("10.1.1.1/32")),
-                           abi.ADDR_INFO.pack(ATOM_V4, abi.CLASS_CONTAINER))
-    m["netc_addrs"].update(abi.addr_key(ipaddress.ip_network("fd00::1/128")),
-                           abi.ADDR_INFO.pack(ATOM_V6, abi.CLASS_CONTAINER))
+    add_addrs(datapath, {abi.addr_key(ipaddress.ip_network("10.1.1.1/32")):
+                         abi.ADDR_INFO.pack(ATOM_V4, abi.CLASS_CONTAINER),
+                         abi.addr_key(ipaddress.ip_network("fd00::1/128")):
+                         abi.ADDR_INFO.pack(ATOM_V6, abi.CLASS_CONTAINER)})
     add_rule(datapath, ATOM_V4, 6, 443, 16, allow())
     add_rule(datapath, ATOM_V6, 6, 443, 16, allow())
     add_rule(datapath, ATOM_V4, 1, 8 << 8, 8, allow())      # icmp type echo-request, any code
@@ -160,6 +169,12 @@ def test_another_port_is_denied_by_default(policy):
 
 def test_another_source_is_denied_by_default(policy):
     assert run(policy, TO, v4(src="10.1.1.2") / TCP(dport=443)) == TC_ACT_SHOT
+
+
+def test_a_v4_mapped_ipv6_remote_is_its_ipv4_address(policy):
+    """The LPM trie answered ::ffff:10.1.1.1 with 10.1.1.1's entry; the IPv4 arrays do the same."""
+    assert run(policy, TO, v6(src="::ffff:10.1.1.1") / TCP(sport=40000, dport=443)) == TC_ACT_OK
+    assert run(policy, TO, v6(src="::ffff:10.1.1.2") / TCP(sport=40000, dport=443)) == TC_ACT_SHOT
 
 
 def test_the_remote_of_egress_is_the_destination(policy):

@@ -712,6 +712,26 @@ def _map_keys(rt: Runtime, version: int) -> dict[str, set[bytes]]:
     return out
 
 
+_ARRAYS_MATCH = """
+import sys
+from netc.runtime import addr4
+from netc.runtime.loader import Deployment, _pinned_maps
+d = Deployment(sys.argv[1])
+with _pinned_maps(d.target.name, d.version) as maps:
+    lay = addr4.Layout.read(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP], {})
+assert tuple(lay.root) == addr4.build(d.contents.maps["netc_addrs"]), "the arrays are not the trie"
+used = lay.used()
+assert len(used) == len(set(used)), "two subtrees share a chunk"
+"""
+
+
+def _assert_arrays_match(rt: Runtime) -> None:
+    """The IPv4 arrays in the kernel are the trie of what netc_addrs holds for the inventory now."""
+    p = subprocess.run([sys.executable, "-c", _ARRAYS_MATCH, rt.name], capture_output=True, text=True,
+                       env=rt.env, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
 def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     rt.api_load("sync")
     keys0 = _map_keys(rt, 1)
@@ -737,6 +757,7 @@ def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     keys1 = _map_keys(rt, 1)
     assert keys1["netc_rules"] == keys0["netc_rules"] and keys1["netc_wild"] == keys0["netc_wild"]
     assert len(keys1["netc_addrs"]) > len(keys0["netc_addrs"])
+    _assert_arrays_match(rt)
 
     labs.remove_container(rt.name, "api-2")
     p = rt.netc("sync", rt.name, "--json")
@@ -746,6 +767,7 @@ def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     assert rep["deleted"]["netc_endpoints"] + rep["deleted"]["netc_addrs"] >= 1, rep["deleted"]
     _assert_running(rt.status(), 1)
     assert _map_keys(rt, 1) == keys0, "the removed container's entries are still in the maps"
+    _assert_arrays_match(rt)
     assert not [x for x in rt.pins() if "api-2" in x], rt.pins()
 
     # relabel: client-1 becomes an api container, api-1 a client
@@ -766,6 +788,7 @@ def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     assert p.returncode == 0, p.stderr
     rt.expect_traffic({Z: True, W: False, client_in: False, Flow("web-1", "api-1", 8080): True},
                       "after relabelling and sync")
+    _assert_arrays_match(rt)
 
 
 def test_a_policy_too_big_for_the_map_budget_is_refused_before_loading(monkeypatch) -> None:
