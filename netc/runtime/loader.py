@@ -414,7 +414,7 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
                                 "compile it again")
             addr4.write(maps, contents)
             for name in addr4.ARRAY_MAPS:
-                report.map_bytes += sizes[name] * (maps[name].key_size + maps[name].value_size)
+                report.map_bytes += sizes[name] * maps[name].value_size   # an array stores no keys
             for name, lb_items in lb_maps.items():
                 if name not in maps:
                     raise LoadError(f"{source}: the object has no {name} map (compiled by an older netc); "
