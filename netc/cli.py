@@ -491,10 +491,11 @@ def status(as_json: bool) -> None:
     if not targets:
         click.echo("nothing loaded")
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from netc.console import console as make_console
+
+    console = make_console()
     for t in targets:
         when = datetime.datetime.fromtimestamp(t["loaded_at"]).strftime("%Y-%m-%d %H:%M:%S") \
             if t["loaded_at"] else "-"
@@ -540,8 +541,9 @@ def stats(target: str | None, container: str | None, as_json: bool) -> None:
                                "never_matched": [{"id": r.id, "location": r.location, "text": r.text}
                                                  for r in never]}, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from netc.console import console as make_console
 
     table = Table(show_edge=False)
     for col in ("packets", "bytes", "action", "container", "dir", "rule"):
@@ -549,7 +551,7 @@ def stats(target: str | None, container: str | None, as_json: bool) -> None:
     for r in rows:
         rule = f"{r.location}  {r.text}" if r.text else r.location
         table.add_row(str(r.packets), str(r.bytes), r.action, r.container, r.direction, rule)
-    console = Console()
+    console = make_console()
     console.print(table)
     if never:
         console.print(f"never matched ({len(never)}):")

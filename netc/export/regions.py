@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from netc.ir.addrset import subtract_intervals
+
 Interval = tuple[int, int]          # inclusive
 Piece = tuple[int, int, int]        # (value lo, value hi, winner)
 Region = tuple[int, int, tuple[Piece, ...]]   # (address lo, address hi, pieces of the value axis)
@@ -49,23 +51,7 @@ def intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
 
 
 def subtract(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    j = 0
-    for lo, hi in a:
-        cur = lo
-        while j < len(b) and b[j][1] < cur:
-            j += 1
-        k = j
-        while k < len(b) and b[k][0] <= hi:
-            if b[k][0] > cur:
-                out.append((cur, b[k][0] - 1))
-            cur = max(cur, b[k][1] + 1)
-            if cur > hi:
-                break
-            k += 1
-        if cur <= hi:
-            out.append((cur, hi))
-    return out
+    return list(subtract_intervals(a, b))
 
 
 def paint_values(order: Sequence[int], values: Sequence[Sequence[Interval]], tags: Sequence[int],

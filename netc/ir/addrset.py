@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 Interval = tuple[int, int]  # inclusive
@@ -31,7 +31,8 @@ def _normalize(ivs: Iterable[Interval]) -> tuple[Interval, ...]:
     return tuple((a, b) for a, b in out)
 
 
-def _subtract(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> tuple[Interval, ...]:
+def subtract_intervals(a: Sequence[Interval], b: Sequence[Interval]) -> tuple[Interval, ...]:
+    """The parts of sorted disjoint intervals `a` not in sorted disjoint intervals `b`."""
     out: list[Interval] = []
     j = 0
     for lo, hi in a:
@@ -68,7 +69,7 @@ def _intersect(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> tuple[Interv
 
 
 def _covers(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> bool:
-    return not _subtract(b, a)
+    return not subtract_intervals(b, a)
 
 
 def _contains(ivs: tuple[Interval, ...], x: int) -> bool:
@@ -120,7 +121,7 @@ class AddrSet:
         return AddrSet(_normalize(self.v4 + other.v4), _normalize(self.v6 + other.v6))
 
     def subtract(self, other: AddrSet) -> AddrSet:
-        return AddrSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
+        return AddrSet(subtract_intervals(self.v4, other.v4), subtract_intervals(self.v6, other.v6))
 
     def intersect(self, other: AddrSet) -> AddrSet:
         return AddrSet(_intersect(self.v4, other.v4), _intersect(self.v6, other.v6))

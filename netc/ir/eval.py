@@ -75,7 +75,24 @@ def is_ndp(pkt: Packet) -> bool:
             and ":" in pkt.src)
 
 
+V4_MAPPED_NET = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def has_v4_mapped(pkt: Packet) -> bool:
+    """An IPv6 packet carrying an IPv4-mapped address (::ffff:a.b.c.d): never valid on the wire
+    (RFC 4291 2.5.5.2); Linux drops such packets on receipt, and netc drops them too."""
+    for a in (pkt.src, pkt.dst):
+        try:
+            ip = ipaddress.ip_address(a)
+        except ValueError:
+            continue
+        if ip.version == 6 and ip in V4_MAPPED_NET:
+            return True
+    return False
+
+
 class Reason(enum.Enum):
+    V4_MAPPED = "an IPv6 packet with an IPv4-mapped address (::ffff:a.b.c.d) is dropped"
     NOT_ISOLATED = "no policy isolates this direction"
     RULE = "a rule decided"
     DEFAULT_DENY = "isolated and no rule matched: default deny"
@@ -199,6 +216,8 @@ def evaluate_side(program: Program, inv: Inventory, pkt: Packet, c: Container, d
     isolating = [p for p in selecting if d in p.isolates]
     names = tuple(p.name for p in selecting)
     iso_names = tuple(p.name for p in isolating)
+    if has_v4_mapped(pkt):
+        return SideVerdict(c, d, False, Reason.V4_MAPPED, None, (), (), names, iso_names)
     if is_ndp(pkt):
         return SideVerdict(c, d, True, Reason.NDP, None, (), (), names, iso_names)
     matched: list[Rule] = []

@@ -27,6 +27,9 @@ def _cidr(rng: random.Random) -> str:
         base = int(ipaddress.IPv4Address(rng.choice(V4_BASES))) + rng.randrange(0, 1024)
         plen = rng.choice([8, 12, 16, 20, 24, 28, 30, 32])
         net = ipaddress.IPv4Network((base, plen), strict=False)
+    elif rng.random() < 0.15:
+        # wide IPv6 sets cover ::ffff:0:0/96, where the trie keeps IPv4: they must not catch IPv4
+        net = ipaddress.IPv6Network(rng.choice(["::/0", "::/1", "::/8", "::/64", "::ffff:0:0/96"]))
     else:
         base = int(ipaddress.IPv6Address(rng.choice(V6_BASES))) + rng.randrange(0, 65536)
         plen = rng.choice([16, 32, 48, 64, 112, 120, 128])
@@ -136,7 +139,7 @@ def random_packet(rng: random.Random, inv: Inventory, c: Container, d: Direction
             str(ipaddress.IPv4Address(int(ipaddress.IPv4Address(rng.choice(V4_BASES))) + rng.randrange(1100)))
             for _ in range(3)]
     else:
-        pool = ["fd00::ffff", "fe80::1"] + [
+        pool = ["fd00::ffff", "fe80::1", "::ffff:10.0.0.1"] + [
             str(ipaddress.IPv6Address(int(ipaddress.IPv6Address(rng.choice(V6_BASES))) + rng.randrange(70000)))
             for _ in range(3)]
     pool += [a for o in inv.containers for a in o.addresses if ipaddress.ip_address(a).version == version]

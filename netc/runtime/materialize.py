@@ -6,7 +6,8 @@ Pure: no kernel access, so it runs in tests, in `netc test --kernel` and in the 
   the address space into elementary intervals; intervals with the same membership (which sets
   contain them) and the same identity (which labels live there, or host, or world) form one
   atom. netc_addrs maps address prefixes to atoms; addresses in no set and of no container
-  miss the map and are atom 0, class world.
+  miss the map and are atom 0, class world (IPv4 ones find ::ffff:0:0/96 saying so, so that
+  they never fall through to an IPv6 prefix covering the v4-mapped space).
 - Verdict tables. For each policy set (the policies selecting an endpoint, shared by every
   endpoint with the same set), direction, atom and protocol, the destination-port axis is cut
   into intervals carrying the winning rule (priority, then deny over allow); each interval is
@@ -363,7 +364,13 @@ class Materializer:
                     rsig: Sig = (sids, ("world",))
                     atom = out.ids.atom(rsig)
                     region_sigs[atom] = rsig
-                    _emit_addr(region_addrs, version, width, lo, hi, atom, abi.CLASS_WORLD)
+                    for a, b in _without_v4_mapped(version, lo, hi):
+                        _emit_addr(region_addrs, version, width, a, b, atom, abi.CLASS_WORLD)
+            # IPv4 addresses live in the trie as ::ffff:a.b.c.d, and IPv6 regions leave that range
+            # out. An IPv4 address no set names must stop here (atom 0, world), not fall through
+            # to an IPv6 prefix around ::ffff:0:0/96 (a set like ::/0 except fc00::/7 has one).
+            region_addrs.setdefault(abi.ADDR_KEY.pack(96, V4_MAPPED.to_bytes(16, "big")),
+                                    abi.ADDR_INFO.pack(0, abi.CLASS_WORLD))
             self._regions_for = (out.ids, region_sigs, region_addrs)
         atom_sig: dict[int, Sig] = dict(self._regions_for[1])
         addrs_map: dict[bytes, bytes] = dict(self._regions_for[2])
@@ -455,6 +462,22 @@ def materialize(program: Program, inv: Inventory, ids: Ids | None = None) -> Con
     """The map contents; pass the Ids of the previous materialization of the same version to keep
     every unchanged entry byte for byte."""
     return Materializer(program).run(inv, ids)
+
+
+V4_MAPPED_LO, V4_MAPPED_HI = V4_MAPPED, V4_MAPPED | 0xFFFFFFFF
+
+
+def _without_v4_mapped(version: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """An IPv6 region minus ::ffff:0:0/96, where the trie keeps IPv4 addresses (an IPv6 packet
+    with such an address is dropped before any lookup; eval.has_v4_mapped)."""
+    if version == 4 or hi < V4_MAPPED_LO or lo > V4_MAPPED_HI:
+        return [(lo, hi)]
+    out = []
+    if lo < V4_MAPPED_LO:
+        out.append((lo, V4_MAPPED_LO - 1))
+    if hi > V4_MAPPED_HI:
+        out.append((V4_MAPPED_HI + 1, hi))
+    return out
 
 
 def _emit_addr(target: dict[bytes, bytes], version: int, width: int, lo: int, hi: int, atom: int,

@@ -73,9 +73,10 @@ def list_cmd(target: str | None, as_json: bool) -> None:
     if not doc["services"]:
         click.echo(f"{doc['target']} v{doc['version']} has no services")
         return
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from netc.console import console
 
     table = Table(show_edge=False)
     for col in ("service", "vips", "balance", "affinity", "backends", "connections"):
@@ -84,7 +85,7 @@ def list_cmd(target: str | None, as_json: bool) -> None:
         table.add_row(escape(s["name"]), ", ".join(_vip_text(v) for v in s["vips"]), s["balance"],
                       f"{s['affinity_s']}s" if s["affinity_s"] else "-", _backend_counts(s),
                       str(sum(v["connections"] for v in s["vips"])))
-    Console().print(table)
+    console().print(table)
 
 
 @service.command("show")
@@ -102,20 +103,21 @@ def show_cmd(name: str, target: str | None, as_json: bool) -> None:
         click.echo(json.dumps({"target": doc["target"], "version": doc["version"], **doc["services"][0]},
                               indent=2))
         return
-    from rich.console import Console
     from rich.markup import escape
     from rich.padding import Padding
     from rich.table import Table
 
+    from netc.console import console
+
     s = doc["services"][0]
-    console = Console()
+    con = console()
     extra = f", table {s['table_size']}" if s["balance"] != "round-robin" else ""
     affinity = f", affinity client-ip {s['affinity_s']}s" if s["affinity_s"] else ""
-    console.print(f"[bold]{escape(s['name'])}[/bold]  {s['balance']}{extra}{affinity}  "
+    con.print(f"[bold]{escape(s['name'])}[/bold]  {s['balance']}{extra}{affinity}  "
                   + escape(f"({doc['target']} v{doc['version']}, {s['location']})"))
     for v in s["vips"]:
         if v["shadowed_by"]:
-            console.print(f"  {_vip_text(v)}  not used: an earlier service has the same VIP, port and protocol")
+            con.print(f"  {_vip_text(v)}  not used: an earlier service has the same VIP, port and protocol")
             continue
         if v["table_len"] is None:
             state = "no service entry in the kernel"
@@ -123,7 +125,7 @@ def show_cmd(name: str, target: str | None, as_json: bool) -> None:
             state = "no backend can take a connection: new connections are refused"
         else:
             state = f"{v['table_len']} slots in region {v['region']}"
-        console.print(f"  {_vip_text(v)}  (service id {v['svc_id']}: {state})")
+        con.print(f"  {_vip_text(v)}  (service id {v['svc_id']}: {state})")
         table = Table(show_edge=False, pad_edge=False)
         for col in ("backend", "address", "port", "weight", "state", "connections"):
             table.add_column(col, justify="right" if col in ("port", "weight", "connections") else "left")
@@ -132,9 +134,9 @@ def show_cmd(name: str, target: str | None, as_json: bool) -> None:
             table.add_row(escape(b["name"]), b["address"], str(b["port"]), "-" if b["weight"] is None else str(b["weight"]),
                           f"[{colour}]{b['state']}[/{colour}]", str(b["connections"]))
         if v["backends"]:
-            console.print(Padding(table, (0, 0, 0, 4), expand=False))
+            con.print(Padding(table, (0, 0, 0, 4), expand=False))
         else:
-            console.print("    no backends")
+            con.print("    no backends")
 
 
 def _drain(name: str, backend: str, target: str | None, wait_s: float, drain: bool) -> None:
@@ -152,12 +154,18 @@ def _drain(name: str, backend: str, target: str | None, wait_s: float, drain: bo
                f"({rep.written.get('netc_services', 0)} table(s) switched)")
 
 
+def _drain_arguments(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """NAME BACKEND [--target T] [--wait S]: what drain and undrain both take."""
+    for deco in reversed((click.argument("name"), click.argument("backend"),
+                          click.option("--target", help=_TARGET_HELP),
+                          click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
+                                       help="Seconds to wait for another netc command that holds the lock."))):
+        fn = deco(fn)
+    return fn
+
+
 @service.command("drain")
-@click.argument("name")
-@click.argument("backend")
-@click.option("--target", help=_TARGET_HELP)
-@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
-              help="Seconds to wait for another netc command that holds the lock.")
+@_drain_arguments
 @_guard
 def drain_cmd(name: str, backend: str, target: str | None, wait_s: float) -> None:
     """Stop new connections of service NAME to BACKEND (a container name or an address); its
@@ -167,11 +175,7 @@ def drain_cmd(name: str, backend: str, target: str | None, wait_s: float) -> Non
 
 
 @service.command("undrain")
-@click.argument("name")
-@click.argument("backend")
-@click.option("--target", help=_TARGET_HELP)
-@click.option("--wait", "wait_s", type=float, default=30.0, show_default=True,
-              help="Seconds to wait for another netc command that holds the lock.")
+@_drain_arguments
 @_guard
 def undrain_cmd(name: str, backend: str, target: str | None, wait_s: float) -> None:
     """Let BACKEND (a container name or an address) take new connections of service NAME again."""

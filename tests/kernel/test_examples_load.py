@@ -54,3 +54,18 @@ def test_instruction_count_does_not_grow_with_rules() -> None:
     small = api.compile(generate_policy(10), name="small.netp").object
     large = api.compile(generate_policy(5000), name="large.netp").object
     assert instruction_count(small) == instruction_count(large)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+def test_example_expectations_hold_in_the_kernel(path: str) -> None:
+    """`netc test --kernel`: every expectation of every example, under BPF_PROG_TEST_RUN, with the
+    kernel agreeing with the reference semantics (this caught IPv4 addresses no set names falling
+    through to an IPv6 prefix that covers the v4-mapped space)."""
+    from netc.runtime.testrun import run_kernel_tests
+
+    run = api.run_tests(path)
+    verdicts = run_kernel_tests(path, run, None)
+    assert run.results
+    failed = [f"{r.expectation.span}: {r.expectation.text}: {verdicts.get(id(r), (False, 'not run'))[1]}"
+              for r in run.results if not verdicts.get(id(r), (False, ""))[0]]
+    assert not failed, "\n".join(failed)

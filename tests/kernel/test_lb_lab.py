@@ -40,6 +40,7 @@ service web {
 
 service web-dns {
     vip 10.96.0.21 port 53 udp
+    vip fd00:96::21 port 53 udp
     backends pool-a port 5353, pool-b port 5353
     balance maglev
 }
@@ -124,6 +125,8 @@ def test_weights_both_families_and_udp(make_lab, tmp_path) -> None:
 
     udp = _udp_exchange(ns, "10.96.0.21", 53, 200)
     assert set(udp) == set(want), udp
+    udp6 = _udp_exchange(ns, "fd00:96::21", 53, 200)
+    assert set(udp6) == set(want), udp6
 
 
 def test_no_backend_refuses_at_once(make_lab, tmp_path) -> None:
