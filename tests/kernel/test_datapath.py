@@ -171,12 +171,6 @@ def test_another_source_is_denied_by_default(policy):
     assert run(policy, TO, v4(src="10.1.1.2") / TCP(dport=443)) == TC_ACT_SHOT
 
 
-def test_a_v4_mapped_ipv6_remote_is_its_ipv4_address(policy):
-    """The LPM trie answered ::ffff:10.1.1.1 with 10.1.1.1's entry; the IPv4 arrays do the same."""
-    assert run(policy, TO, v6(src="::ffff:10.1.1.1") / TCP(sport=40000, dport=443)) == TC_ACT_OK
-    assert run(policy, TO, v6(src="::ffff:10.1.1.2") / TCP(sport=40000, dport=443)) == TC_ACT_SHOT
-
-
 def test_the_remote_of_egress_is_the_destination(policy):
     """Egress is not isolated: passes. Once isolated, the destination decides."""
     assert run(policy, FROM, v4(src=CONTAINER, dst="10.1.1.1") / TCP(dport=443)) == TC_ACT_OK
