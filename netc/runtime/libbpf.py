@@ -462,19 +462,25 @@ class Map:
             return
         keys = b"".join(k for k, _ in items)
         values = b"".join(v for _, v in items)
-        if len(keys) != len(items) * self.key_size or len(values) != len(items) * self.value_size:
+        if not self.update_batch_raw(keys, values, len(items), flags):
+            for key, value in items:   # the map type has no batch update (e.g. LPM tries)
+                self.update(key, value, flags)
+
+    def update_batch_raw(self, keys: bytes, values: bytes, n: int, flags: int = BPF_ANY) -> bool:
+        """Write n entries, keys and values laid end to end, in one syscall; False (nothing
+        written) when the map type has no batch update."""
+        if len(keys) != n * self.key_size or len(values) != n * self.value_size:
             raise ValueError(f"map {self.name}: batch entries do not match the key/value sizes")
-        count = ctypes.c_uint32(len(items))
+        count = ctypes.c_uint32(n)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=flags)
         ctypes.set_errno(0)
         ret = lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(count), ctypes.byref(opts))
         if ret < 0:
             err, _ = _errno_text(ret)
             if err in (95, 22, 524) and count.value == 0:  # EOPNOTSUPP / EINVAL / ENOTSUPP: e.g. LPM tries
-                for key, value in items:
-                    self.update(key, value, flags)
-                return
-            raise self._fail(f"batch update (wrote {count.value} of {len(items)})", ret)
+                return False
+            raise self._fail(f"batch update (wrote {count.value} of {n})", ret)
+        return True
 
 
 def _section_attach(section: str) -> tuple[int, int] | None:

@@ -238,11 +238,12 @@ def map_sizes(contents: Contents, rules: int = 0, endpoints: int = 0, lb: Any = 
     size the kernel cannot give is refused here, before loading, with the figure needed.
     With `lb` (services.LbContents) and `program`, the service maps are sized too."""
     out = {}
+    trie = addr4.trie_of(contents)
     for name in MAPS:
         n = _entries(contents, name)
         out[name] = max(64, n + n // 4 + 64)
     out[addr4.ROOT_MAP] = addr4.ROOT_SLOTS
-    out[addr4.NODES_MAP] = addr4.nodes_size(addr4.count_chunks(addr4.root_of(contents)))
+    out[addr4.NODES_MAP] = addr4.nodes_size(trie.chunks)
     # counters are allocated on first use; this bounds them (rule x endpoint x direction x action)
     out["netc_counters"] = min(1 << 20, max(65536, (rules + 4) * max(1, endpoints) * 2))
     if lb is not None and program is not None:
@@ -278,6 +279,8 @@ def _entries(contents: Contents, name: str) -> int:
 
 
 def _lpm_addrs(contents: Contents) -> dict[bytes, bytes]:
+    if contents.addr4 is not None:   # laid out already (a load): it kept them
+        return contents.addr4.lpm  # type: ignore[no-any-return]
     return addr4.lpm_entries(contents.maps.get("netc_addrs", {}))
 
 
@@ -946,7 +949,7 @@ class Deployment:
         self.program = Program.from_json(read_manifest(self.object)["ir"])
         self.materializer = Materializer(self.program)
         self.contents = self.materializer.run(written_for, self.ids)
-        self.addr4: addr4.Layout | None = None   # read from the kernel at the first sync
+        self.addr4: addr4.Layout | None = None   # read from the kernel at the first sync (mapped)
 
     def _check_room(self, new: Contents) -> None:
         """An inventory change that would overflow a loaded map is refused before any write."""

@@ -101,10 +101,8 @@ class Contents:
     atom_sigs: dict[int, tuple[tuple[int, ...], tuple[str, ...]]] = field(default_factory=dict)
     # after an incremental run: the groups that are new, and the previous run's groups that went
     changes: dict[str, tuple[list[Any], list[Any]]] | None = None
-    # the IPv4 multibit trie built from netc_addrs (runtime/addr4.py), and as laid out in arrays:
-    # computed when first asked for
-    addr4_root: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
-    addr4_arrays: dict[str, dict[bytes, bytes]] | None = field(default=None, repr=False, compare=False)
+    # the IPv4 multibit trie laid out from netc_addrs (runtime/addr4.py): built when first asked for
+    addr4: Any = field(default=None, repr=False, compare=False)
 
     def entries(self) -> int:
         return sum(len(m) for m in self.maps.values())

@@ -281,5 +281,5 @@ def live_contents(target: str) -> tuple[TargetView, Any]:
         for name in MAPS:
             contents.maps[name] = dict(maps[name].items())
         if addr4.ROOT_MAP in maps:   # IPv4 remotes: the arrays as the datapath walks them
-            contents.maps.update(addr4.read_arrays(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP]))
+            contents.addr4 = addr4.read_arrays(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP])
     return tv, contents

@@ -7,7 +7,6 @@ with the reference semantics (eval.py) on random policies, and the kernel with b
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from netc.ir.eval import Packet, is_ndp
@@ -21,25 +20,10 @@ class SimVerdict:
     rule_id: int          # a rule id, or one of abi.RULE_DEFAULT_*
 
 
-def _addr4_readers(contents: Contents) -> tuple[Callable[[int], int], Callable[[int], int]]:
-    """Slot readers over the IPv4 arrays: read back from the kernel (`explain --live`), or laid out
-    from netc_addrs as a load lays them out."""
-    if addr4.ROOT_MAP not in contents.maps:
-        if contents.addr4_arrays is None:
-            root = addr4.root_of(contents)
-            _, nodes, roots = addr4.Layout.fill(contents.maps["netc_addrs"], addr4.count_chunks(root), root)
-            contents.addr4_arrays = {addr4.ROOT_MAP: dict(roots), addr4.NODES_MAP: dict(nodes)}
-        arrays = contents.addr4_arrays
-    else:
-        arrays = contents.maps
-    root, nodes = arrays[addr4.ROOT_MAP], arrays[addr4.NODES_MAP]
-
-    def read(table: dict[bytes, bytes]) -> Callable[[int], int]:
-        def get(i: int) -> int:
-            raw = table.get(addr4.INDEX.pack(i))
-            return addr4.SLOT.unpack(raw)[0] if raw else 0
-        return get
-    return read(root), read(nodes)
+def _addr4_trie(contents: Contents) -> addr4.Trie:
+    """The IPv4 arrays: read back from the kernel (`explain --live`), or laid out from netc_addrs
+    as a load lays them out."""
+    return addr4.trie_of(contents)
 
 
 def _lpm_addr(contents: Contents, addr: str) -> tuple[int, int]:
@@ -47,7 +31,7 @@ def _lpm_addr(contents: Contents, addr: str) -> tuple[int, int]:
     value = (0xFFFF << 32 | int(ip)) if ip.version == 4 else int(ip)
     if value >> 32 == 0xFFFF:
         # v4-mapped: the datapath reads the multibit trie in the IPv4 arrays
-        return addr4.lookup(*_addr4_readers(contents), value & 0xFFFFFFFF)
+        return _addr4_trie(contents).lookup(value & 0xFFFFFFFF)
     table = contents.maps["netc_addrs"]
     for plen in range(128, -1, -1):
         masked = value & (((1 << plen) - 1) << (128 - plen)) if plen else 0

@@ -84,7 +84,7 @@ class KernelClassifier:
         self.obj.load()
         maps = self.obj.maps
         filled = dict(self.contents.maps)
-        filled["netc_addrs"] = addr4.lpm_entries(filled.get("netc_addrs", {}))   # IPv4 remotes: arrays
+        filled["netc_addrs"] = addr4.trie_of(self.contents).lpm   # IPv4 remotes: arrays
         addr4.write(maps, self.contents)
         if program.services:
             filled.update(services.initial_maps(self.lb))

@@ -40,21 +40,68 @@ def _probe(rng: random.Random, addrs: dict[bytes, bytes]) -> list[int]:
     return out
 
 
-def _readers(nodes: list[tuple[bytes, bytes]], roots: list[tuple[bytes, bytes]]):  # type: ignore[no-untyped-def]
-    n, r = dict(nodes), dict(roots)
+def _readers(root, nodes):  # type: ignore[no-untyped-def]
+    def get(a):  # type: ignore[no-untyped-def]
+        return lambda i: int(a[i]) if i < len(a) else 0
+    return get(root), get(nodes)
 
-    def get(t):  # type: ignore[no-untyped-def]
-        return lambda i: addr4.SLOT.unpack(t[addr4.INDEX.pack(i)])[0] if addr4.INDEX.pack(i) in t else 0
-    return get(r), get(n)
+
+def _reference_arrays(addrs: dict[bytes, bytes]) -> tuple[list[int], list[int]]:
+    """The arrays laid out the straightforward way: the recursive trie, chunks numbered as a
+    depth-first walk meets them."""
+    nodes: list[int] = []
+
+    def emit(t):  # type: ignore[no-untyped-def]
+        if isinstance(t, int):
+            return t
+        idx = len(nodes) // addr4.CHUNK
+        nodes.extend([0] * addr4.CHUNK)
+        for i, c in enumerate(t):
+            nodes[idx * addr4.CHUNK + i] = emit(c)
+        return addr4.CHILD | idx
+    root = [emit(t) for t in addr4.reference(addrs)]
+    return root, nodes
+
+
+def _any_prefixes(rng: random.Random, n: int) -> dict[bytes, bytes]:
+    """Any length /0../32, overlapping often (a few bases), sometimes the ::ffff:0:0/96 world
+    entry (the /0), sometimes IPv6 entries over it."""
+    out = {}
+    bases = [rng.getrandbits(32) for _ in range(3)]
+    for _ in range(n):
+        plen = rng.randrange(33)
+        value = rng.choice(bases) ^ (rng.getrandbits(8) << rng.randrange(25)) if rng.random() < 0.8 else rng.getrandbits(32)
+        value &= (((1 << plen) - 1) << (32 - plen)) if plen else 0
+        out[addr4.key4(plen, value)] = abi.ADDR_INFO.pack(rng.randrange(1, 1 << 24), rng.randrange(4))
+    if rng.random() < 0.5:
+        out[addr4.key4(0, 0)] = abi.ADDR_INFO.pack(0, abi.CLASS_WORLD)
+    if rng.random() < 0.3:
+        out[abi.addr_key(ipaddress.ip_network("::/0"))] = abi.ADDR_INFO.pack(9999, abi.CLASS_WORLD)
+    if rng.random() < 0.3:
+        out[abi.addr_key(ipaddress.ip_network("::fffe:0:0/95"))] = abi.ADDR_INFO.pack(9997, abi.CLASS_HOST)
+    return out
+
+
+def test_fast_layout_is_the_reference_layout() -> None:
+    rng = random.Random(11)
+    for case in range(60):
+        addrs = _any_prefixes(rng, rng.choice([1, 5, 40, 300, 2000]))
+        trie = addr4.build(addrs)
+        root, nodes = _reference_arrays(addrs)
+        assert trie.root.tolist() == root, case
+        assert trie.nodes.tolist() == nodes, case
+        assert trie.lpm == addr4.lpm_entries(addrs) == {k: v for k, v in addrs.items() if not addr4.is_v4(k)}
+        for v in _probe(rng, addrs)[:200]:
+            assert trie.lookup(v) == _lpm(addrs, v), (case, hex(v))
+    assert addr4.build({}).root.tolist() == [0] * addr4.ROOT_SLOTS
 
 
 def test_trie_agrees_with_the_lpm() -> None:
     rng = random.Random(4)
     for case in range(12):
         addrs = _random_addrs(rng, rng.randrange(1, 300), v6_default=case % 3 == 0)
-        root = addr4.build(addrs)
-        _, nodes, roots = addr4.Layout.fill(addrs, addr4.count_chunks(root), root)
-        root_get, node_get = _readers(nodes, roots)
+        trie = addr4.build(addrs)
+        root_get, node_get = _readers(trie.root, trie.nodes)
         for v in _probe(rng, addrs):
             assert addr4.lookup(root_get, node_get, v) == _lpm(addrs, v), (case, hex(v))
 
@@ -62,9 +109,11 @@ def test_trie_agrees_with_the_lpm() -> None:
 def test_sync_rebuilds_only_what_changed_and_stays_exact() -> None:
     rng = random.Random(7)
     addrs = _random_addrs(rng, 200)
-    root = addr4.build(addrs)
-    lay, nodes, roots = addr4.Layout.fill(addrs, addr4.nodes_size(addr4.count_chunks(root)) // addr4.CHUNK, root)
-    n, r = dict(nodes), dict(roots)
+    trie = addr4.build(addrs)
+    lay = addr4.Layout.fresh(addrs, addr4.nodes_size(trie.chunks) // addr4.CHUNK)
+    # what the kernel holds: the fresh arrays, then every write a sync makes
+    kroot, knodes = lay.root_slots.copy(), lay.node_slots.copy()
+    assert lay.trees() == list(addr4.reference(addrs))
     for _ in range(20):
         new = dict(addrs)
         for k in rng.sample(sorted(new), 5):
@@ -78,14 +127,17 @@ def test_sync_rebuilds_only_what_changed_and_stays_exact() -> None:
         upd = lay.plan(addrs, new, changed, stale)
         assert not upd.short
         wn, wr = lay.apply(upd)
-        n.update(wn)
-        r.update(wr)
+        for table, writes in ((knodes, wn), (kroot, wr)):
+            for k, v in writes:
+                table[addr4.INDEX.unpack(k)[0]] = addr4.SLOT.unpack(v)[0]
         addrs = new
-        assert tuple(lay.root) == addr4.build(addrs)
-        root_get, node_get = _readers(list(n.items()), list(r.items()))
+        assert (kroot == lay.root_slots).all() and (knodes == lay.node_slots).all()
+        assert lay.trees() == list(addr4.reference(addrs))
+        root_get, node_get = _readers(kroot, knodes)
         for v in _probe(rng, addrs):
             assert addr4.lookup(root_get, node_get, v) == _lpm(addrs, v), hex(v)
         # chunks in use are disjoint, and none is both used and free
         used = lay.used()
         assert len(used) == len(set(used))
         assert not set(used) & set(lay.free) and not set(used) & set(lay.retired)
+        assert sorted(addr4._used(lay.root_slots, lay.node_slots).tolist()) == sorted(used)

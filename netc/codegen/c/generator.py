@@ -132,7 +132,8 @@ def _check_plan(plan: ProgramPlan) -> None:
 
 def _map_context(spec: MapSpec) -> dict[str, Any]:
     return {"name": spec.name, "type": spec.type, "key": spec.key_struct, "value": spec.value_struct,
-            "max_entries": spec.max_entries, "no_prealloc": spec.no_prealloc, "comment": spec.comment}
+            "max_entries": spec.max_entries, "no_prealloc": spec.no_prealloc, "mmapable": spec.mmapable,
+            "comment": spec.comment}
 
 
 def generate_c(plan: ProgramPlan, manifest_summary: Mapping[str, Any]) -> str:
