@@ -236,7 +236,11 @@ def _mapping(m: Any, write: bool) -> mmap.mmap | None:
     if not map_info(m.fd).map_flags & BPF_F_MMAPABLE:
         return None
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if write else 0)
-    return mmap.mmap(m.fd, m.max_entries * SLOT.size, mmap.MAP_SHARED, prot)
+    try:
+        return mmap.mmap(m.fd, m.max_entries * SLOT.size, mmap.MAP_SHARED, prot)
+    except OSError as exc:
+        raise LoadError(f"map {m.name}: cannot map its {m.max_entries:,} slots into memory: "
+                        f"{exc.strerror or exc}") from None
 
 
 def _store(m: Any, values: np.ndarray) -> None:
