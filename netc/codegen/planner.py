@@ -22,13 +22,14 @@ class MapSpec:
     value_size: int
     max_entries: int
     no_prealloc: bool = False
+    mmapable: bool = False   # BPF_F_MMAPABLE: the runtime fills it through a memory mapping
     comment: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "type": self.type, "key_struct": self.key_struct,
                 "value_struct": self.value_struct, "key_size": self.key_size,
                 "value_size": self.value_size, "max_entries": self.max_entries,
-                "no_prealloc": self.no_prealloc, "comment": self.comment}
+                "no_prealloc": self.no_prealloc, "mmapable": self.mmapable, "comment": self.comment}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,12 @@ def policy_maps() -> tuple[MapSpec, ...]:
                 comment="ifindex of a host-side veth -> its endpoint"),
         MapSpec("netc_addrs", "lpm_trie", "struct netc_addr_key", "struct netc_addr_info",
                 abi.ADDR_KEY.size, abi.ADDR_SLOTS.size, 65536, no_prealloc=True,
-                comment="remote address -> atom and identity class"),
+                comment="remote address -> atom and identity class (IPv4 remotes: netc_addr4_*)"),
+        MapSpec("netc_addr4_root", "array", "__u32", "__u64", 4, 8, 2 * 65536, mmapable=True,
+                comment="generation, IPv4 remote's top 16 bits -> leaf (atom, class) or child chunk "
+                        "(runtime/addr4.py)"),
+        MapSpec("netc_addr4_nodes", "array", "__u32", "__u64", 4, 8, 1024, mmapable=True,
+                comment="chunks of 16 slots, one per 4-bit stride of an IPv4 remote: leaf or child chunk"),
         MapSpec("netc_rules", "lpm_trie", "struct netc_rule_key", "struct netc_verdicts",
                 abi.RULE_KEY.size, abi.VERDICT_SLOTS.size, 65536, no_prealloc=True,
                 comment="(policy set, atom, direction, protocol, port prefix) -> winning rule"),

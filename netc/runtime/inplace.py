@@ -28,7 +28,7 @@ from typing import Any
 from netc.codegen.artifact import elf_sections
 from netc.errors import NetcError
 from netc.ir.nodes import Program
-from netc.runtime import slots
+from netc.runtime import addr4, slots
 from netc.runtime.inventory import Inventory
 from netc.runtime.materialize import Contents, Ids, Materializer
 
@@ -164,10 +164,15 @@ def saved_services(obj_path: str) -> str | None:
 
 
 def settle_all(maps: dict[str, Any], contents: Contents) -> None:
-    """Both slots of every entry := `contents`, and every other key deleted. Changes no live answer
-    when the live slot already answers as `contents` does."""
+    """Both slots of every entry := `contents`, every other key deleted, and the IPv4 arrays' other
+    root half := the live one. Changes no live answer when the live generation already answers as
+    `contents` does."""
+    from netc.runtime.loader import _lpm_addrs
+
+    if addr4.ROOT_MAP in maps:
+        addr4.copy_half(maps[addr4.ROOT_MAP], slots.read_generation(maps[slots.GEN_MAP]))
     for name in slots.WRITE_ORDER:
-        want = contents.maps.get(name, {})
+        want = _lpm_addrs(contents) if name == "netc_addrs" else contents.maps.get(name, {})
         have = list(maps[name].keys())
         maps[name].update_batch(slots.encode_all(name, want))
         for k in have:
@@ -298,10 +303,16 @@ def load_in_place(st: Any, obj_bytes: bytes, source: str, target: Any, manifest:
     t = time.perf_counter()
     with loader._pinned_maps(target.name, prev.version) as maps:
         live = slots.read_generation(maps[slots.GEN_MAP])
-        deltas = {name: slots.diff(name, old.maps.get(name, {}), new.maps.get(name, {}), live)
-                  for name in loader.MAPS}
+        deltas = {name: loader._delta(old, new, name, live) for name in loader.MAPS}
+        if addr4.ROOT_MAP not in maps:
+            raise NotInPlace("the running version has no IPv4 arrays (loaded by an older netc)")
+        layout = addr4.Layout.read(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP], old.maps.get("netc_addrs", {}),
+                                   live)
+        upd = layout.plan_change(old.maps.get("netc_addrs", {}), new.maps.get("netc_addrs", {}))
+        if upd.short:
+            raise NotInPlace(f"{addr4.NODES_MAP} needs {upd.need:,} new chunks, more than it has free")
         for name, d in deltas.items():
-            need = len(new.maps.get(name, {})) + len(d.delete)
+            need = loader._entries(new, name) + len(d.delete)
             if need > maps[name].max_entries:
                 raise NotInPlace(f"{name} needs {need:,} entries, more than the {maps[name].max_entries:,} "
                                  "it was made with")
@@ -316,6 +327,9 @@ def load_in_place(st: Any, obj_bytes: bytes, source: str, target: Any, manifest:
                      prog_ids=prev.prog_ids)
         t = time.perf_counter()
         try:
+            nodes, roots = layout.apply(upd)   # new chunks, and their root slots in the inactive half
+            maps[addr4.NODES_MAP].update_batch(nodes)
+            maps[addr4.ROOT_MAP].update_batch(addr4.in_half(roots, 1 - live))
             slots.stage(maps, deltas)
             loader._fault("in-place-staged")
         except BaseException:
@@ -334,12 +348,15 @@ def load_in_place(st: Any, obj_bytes: bytes, source: str, target: Any, manifest:
         report.attached = [(c, h) for c in loader.attach_new(st, target, inv, version, report.mode)
                            for h in ("ingress", "egress")]
         t = time.perf_counter()
+        maps[addr4.ROOT_MAP].update_batch(addr4.in_half(roots, live))
         slots.settle(maps, deltas)
         report.timings["settle_s"] = time.perf_counter() - t
     clear_marker(st.dir, target.name)
     report.detached = loader.detach_absent(st, target, inv, gone)
     report.in_place = True
     report.written = {name: len(d.stage) for name, d in deltas.items()}
+    report.written[addr4.NODES_MAP] = len(nodes)
+    report.written[addr4.ROOT_MAP] = len(roots)
     report.deleted = {name: len(d.delete) for name, d in deltas.items()}
-    report.unchanged = sum(len(old.maps.get(n, {})) for n in loader.MAPS) - sum(
+    report.unchanged = sum(loader._entries(old, n) for n in loader.MAPS) - sum(
         d.changed + len(d.delete) for d in deltas.values())

@@ -158,6 +158,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "bpf_map_delete_elem": (_int, [_int, _vp]),
     "bpf_map_get_next_key": (_int, [_int, _vp, _vp]),
     "bpf_map_update_batch": (_int, [_int, _vp, _vp, ctypes.POINTER(_u32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_lookup_batch": (_int, [_int, _vp, _vp, _vp, _vp, ctypes.POINTER(_u32), ctypes.POINTER(_BatchOpts)]),
     "bpf_prog_test_run_opts": (_int, [_int, ctypes.POINTER(_TestRunOpts)]),
     "bpf_map_create": (_int, [_int, _cp, _u32, _u32, _u32, ctypes.POINTER(_MapCreateOpts)]),
     "bpf_obj_pin": (_int, [_int, _cp]),
@@ -474,25 +475,55 @@ class Map:
             if value is not None:
                 yield key, value
 
+    def array_values(self, chunk: int = 65536) -> bytes:
+        """An array map's values, index 0 first, all of them (bpf_map_lookup_batch, a chunk of
+        entries per syscall)."""
+        if self.key_size != 4 or self.per_cpu:
+            raise ValueError(f"map {self.name}: not an array of plain values")
+        out = bytearray()
+        token = ctypes.c_uint32(0)
+        first = True
+        keys = ctypes.create_string_buffer(4 * chunk)
+        values = ctypes.create_string_buffer(self.value_size * chunk)
+        while len(out) < self.max_entries * self.value_size:
+            count = ctypes.c_uint32(chunk)
+            opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+            ctypes.set_errno(0)
+            ret = lib().bpf_map_lookup_batch(self.fd, None if first else ctypes.byref(token), ctypes.byref(token),
+                                             keys, values, ctypes.byref(count), ctypes.byref(opts))
+            first = False
+            out += values.raw[:count.value * self.value_size]
+            if ret < 0:
+                if _errno_text(ret)[0] == 2:   # ENOENT: the last batch
+                    break
+                raise self._fail("batch lookup", ret)
+        return bytes(out)
+
     def update_batch(self, items: list[tuple[bytes, bytes]], flags: int = BPF_ANY) -> None:
         """Write many entries in one syscall where the map type supports it, else one by one."""
         if not items:
             return
         keys = b"".join(k for k, _ in items)
         values = b"".join(v for _, v in items)
-        if len(keys) != len(items) * self.key_size or len(values) != len(items) * self.value_size:
+        if not self.update_batch_raw(keys, values, len(items), flags):
+            for key, value in items:   # the map type has no batch update (e.g. LPM tries)
+                self.update(key, value, flags)
+
+    def update_batch_raw(self, keys: bytes, values: bytes, n: int, flags: int = BPF_ANY) -> bool:
+        """Write n entries, keys and values laid end to end, in one syscall; False (nothing
+        written) when the map type has no batch update."""
+        if len(keys) != n * self.key_size or len(values) != n * self.value_size:
             raise ValueError(f"map {self.name}: batch entries do not match the key/value sizes")
-        count = ctypes.c_uint32(len(items))
+        count = ctypes.c_uint32(n)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=flags)
         ctypes.set_errno(0)
         ret = lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(count), ctypes.byref(opts))
         if ret < 0:
             err, _ = _errno_text(ret)
             if err in (95, 22, 524) and count.value == 0:  # EOPNOTSUPP / EINVAL / ENOTSUPP: e.g. LPM tries
-                for key, value in items:
-                    self.update(key, value, flags)
-                return
-            raise self._fail(f"batch update (wrote {count.value} of {len(items)})", ret)
+                return False
+            raise self._fail(f"batch update (wrote {count.value} of {n})", ret)
+        return True
 
 
 def _section_attach(section: str) -> tuple[int, int] | None:

@@ -23,6 +23,7 @@ reported and skipped; the others are loaded.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ from typing import Any
 
 from netc.errors import AttachError, LoadError, NetcError
 from netc.ir.nodes import Program
-from netc.runtime import inplace, links, slots
+from netc.runtime import addr4, inplace, links, slots
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.links import Hook
 from netc.runtime.materialize import Contents, Ids, Materializer, materialize
@@ -46,7 +47,8 @@ PROGRAM_FOR_HOOK = {Hook.INGRESS: "netc_from_container", Hook.EGRESS: "netc_to_c
 MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild")   # one set per version
 # The service maps, also one set per version (filled by runtime/services.py; pinned with MAPS).
 LB_MAPS = ("netc_services", "netc_backends", "netc_lb_table", "netc_lb_rr")
-VERSION_MAPS = MAPS + (slots.GEN_MAP,) + LB_MAPS
+# IPv4 remote addresses: a multibit trie in two arrays (runtime/addr4.py), also one set per version
+VERSION_MAPS = MAPS + addr4.ARRAY_MAPS + (slots.GEN_MAP,) + LB_MAPS
 # Kept across versions (pinned under <target>/shared): counters keyed by stable rule ids, the event
 # ring a `netc monitor` is reading, the loss/overflow statistics, connection tracking and the
 # clients `affinity client-ip` keeps on their backends.
@@ -245,9 +247,12 @@ def map_sizes(contents: Contents, rules: int = 0, endpoints: int = 0, lb: Any = 
     size the kernel cannot give is refused here, before loading, with the figure needed.
     With `lb` (services.LbContents) and `program`, the service maps are sized too."""
     out = {}
+    trie = addr4.trie_of(contents)
     for name in MAPS:
-        n = len(contents.maps.get(name, {}))
+        n = _entries(contents, name)
         out[name] = max(64, n + n // 4 + 64)
+    out[addr4.ROOT_MAP] = addr4.ROOT_MAP_SLOTS
+    out[addr4.NODES_MAP] = addr4.nodes_size(trie.chunks)
     # counters are allocated on first use; this bounds them (rule x endpoint x direction x action)
     out["netc_counters"] = min(1 << 20, max(65536, (rules + 4) * max(1, endpoints) * 2))
     if lb is not None and program is not None:
@@ -275,6 +280,19 @@ def _size(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
 
 
+def _entries(contents: Contents, name: str) -> int:
+    """Entries a map of MAPS holds: netc_addrs holds no v4-mapped prefix (the arrays do)."""
+    if name == "netc_addrs":
+        return len(_lpm_addrs(contents))
+    return len(contents.maps.get(name, {}))
+
+
+def _lpm_addrs(contents: Contents) -> dict[bytes, bytes]:
+    if contents.addr4 is not None:   # laid out already (a load): it kept them
+        return contents.addr4.lpm  # type: ignore[no-any-return]
+    return addr4.lpm_entries(contents.maps.get("netc_addrs", {}))
+
+
 def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
     """Refuse, before anything is loaded, a policy × inventory whose maps cannot be had: say how
     many entries and bytes it needs. (Never a "map full" at run time instead.)"""
@@ -285,7 +303,8 @@ def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
               "netc_rules": abi.RULE_KEY.size + abi.VERDICT_SLOTS.size,
               "netc_wild": abi.WILD_KEY.size + abi.VERDICT_SLOTS.size}
     # maps whose memory the kernel allocates at creation, whatever they hold: counted by size
-    prealloc = {"netc_backends": abi.BACKEND.size, "netc_lb_table": 8, "netc_services":
+    prealloc = {addr4.ROOT_MAP: addr4.SLOT.size, addr4.NODES_MAP: addr4.SLOT.size,
+                "netc_backends": abi.BACKEND.size, "netc_lb_table": 8, "netc_services":
                 abi.SVC_KEY.size + abi.SERVICE.size + ENTRY_OVERHEAD, "netc_affinity":
                 abi.AFFINITY_KEY.size + abi.AFFINITY.size + ENTRY_OVERHEAD}
     limit = int(float(os.environ.get("NETC_MAP_MEMORY_LIMIT", str(4 << 30))))
@@ -294,14 +313,14 @@ def check_map_budget(contents: Contents, sizes: dict[str, int]) -> None:
         n = sizes.get(name, 0)
         if n > MAX_ENTRIES:
             raise LoadError(f"map {name} would need {n:,} entries; a BPF map holds at most {MAX_ENTRIES:,}")
-        need += len(contents.maps.get(name, {})) * (width + ENTRY_OVERHEAD)
+        need += _entries(contents, name) * (width + ENTRY_OVERHEAD)
     for name, width in prealloc.items():
         n = sizes.get(name, 0)
         if n > MAX_ENTRIES:
             raise LoadError(f"map {name} would need {n:,} entries; a BPF map holds at most {MAX_ENTRIES:,}")
         need += n * width
     if need > limit:
-        counts = ", ".join([f"{name} {len(contents.maps.get(name, {})):,}" for name in widths]
+        counts = ", ".join([f"{name} {_entries(contents, name):,}" for name in widths]
                            + [f"{name} {sizes[name]:,}" for name in prealloc if name in sizes])
         raise LoadError(f"this policy on this inventory needs about {_size(need)} of kernel map memory "
                         f"({counts} entries), more than the limit of {_size(limit)} "
@@ -320,10 +339,31 @@ def _open_pinned_prog(path: str) -> int:
     return bpf_obj_get(path)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A load holds millions of small acyclic objects at 100,000 rules (the manifest's IR, the map
+    contents): the cyclic GC would walk them all again each time they grow by a quarter (~4 s of
+    such a load) and find nothing to free."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = None,
          wait_s: float = 30.0, conntrack_size: int | None = None, full: bool = False) -> LoadReport:
     """Load a compiled policy onto a target. A new version of the same shape as the running one is
     applied in place (runtime/inplace.py) unless `full` or a `conntrack_size` asks for new maps."""
+    with _gc_paused():
+        return _load(obj_bytes, source, target, mode=mode, wait_s=wait_s, conntrack_size=conntrack_size,
+                     full=full)
+
+
+def _load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None,
+          wait_s: float, conntrack_size: int | None, full: bool) -> LoadReport:
     from netc.api import read_manifest
     from netc.runtime import abi
     from netc.runtime.libbpf import BpfObject, bpf_obj_get, bpf_obj_pin
@@ -414,11 +454,18 @@ def load(obj_bytes: bytes, source: str, target: Target, *, mode: str | None = No
             t = time.perf_counter()
             maps = obj.maps
             for name in MAPS:
-                items = slots.encode_all(name, contents.maps.get(name, {}))
+                items = slots.encode_all(name, _lpm_addrs(contents) if name == "netc_addrs"
+                                         else contents.maps.get(name, {}))
                 if items:
                     maps[name].update_batch(items)
                 m = maps[name]
                 report.map_bytes += sizes[name] * (m.key_size + m.value_size)
+            if addr4.ROOT_MAP not in maps:
+                raise LoadError(f"{source}: the object has no {addr4.ROOT_MAP} map (compiled by an older netc); "
+                                "compile it again")
+            addr4.write(maps, contents)
+            for name in addr4.ARRAY_MAPS:
+                report.map_bytes += sizes[name] * maps[name].value_size   # an array stores no keys
             for name, lb_items in lb_maps.items():
                 if name not in maps:
                     raise LoadError(f"{source}: the object has no {name} map (compiled by an older netc); "
@@ -898,6 +945,8 @@ def _delta(old: Contents, new: Contents, name: str, live: int) -> MapDelta:
     if new.changes is not None and name in new.changes:
         added, gone = new.changes[name]
         return slots.diff_groups(name, added, gone, live)
+    if name == "netc_addrs":   # IPv4 remotes are in the arrays, not in the LPM trie
+        return slots.diff(name, _lpm_addrs(old), _lpm_addrs(new), live)
     return slots.diff(name, old.maps.get(name, {}), new.maps.get(name, {}), live)
 
 
@@ -948,6 +997,10 @@ def _pinned_maps(target: str, version: int) -> Iterator[dict[str, Any]]:
 
     base, _ = _paths(target)
     maps = {n: Map.from_pinned(os.path.join(base, f"v{version}", "maps", n)) for n in MAPS + (slots.GEN_MAP,)}
+    for n in addr4.ARRAY_MAPS:
+        path = os.path.join(base, f"v{version}", "maps", n)
+        if os.path.exists(path):   # a version from before IPv4 remotes moved to arrays has none
+            maps[n] = Map.from_pinned(path)
     try:
         yield maps
     finally:
@@ -961,6 +1014,10 @@ class Deployment:
     entries that differ are written (new entries first, then changed, deletions last)."""
 
     def __init__(self, target: str):
+        with _gc_paused():
+            self._init(target)
+
+    def _init(self, target: str) -> None:
         from netc.api import read_manifest
 
         with State() as st:
@@ -982,20 +1039,37 @@ class Deployment:
         self.program = Program.from_json(read_manifest(self.object)["ir"])
         self.materializer = Materializer(self.program)
         self.contents = self.materializer.run(written_for, self.ids)
+        self.addr4: addr4.Layout | None = None   # read from the kernel at the first sync (mapped)
 
     def _check_room(self, new: Contents, deltas: dict[str, MapDelta] | None = None) -> None:
         """An inventory change that would overflow a loaded map is refused before any write
         (removed keys stay until the new entries are live: both count)."""
         with _pinned_maps(self.target.name, self.version) as maps:
             for name in MAPS:
-                need = len(new.maps.get(name, {})) + (len(deltas[name].delete) if deltas else 0)
+                need = _entries(new, name) + (len(deltas[name].delete) if deltas else 0)
                 have = maps[name].max_entries
                 if need > have:
                     raise LoadError(f"this inventory change needs {need:,} entries in {name}, which was sized "
                                     f"for {have:,} when v{self.version} loaded; run `netc load` again to "
                                     "resize (nothing was changed)")
 
+    def _addr4_plan(self, maps: dict[str, Any], new: Contents, live: int) -> addr4.Update:
+        """What the IPv4 arrays need for `new`; refused before any write when they lack room."""
+        if self.addr4 is None:
+            self.addr4 = addr4.Layout.read(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP],
+                                           self.contents.maps.get("netc_addrs", {}), live)
+        upd = self.addr4.plan_change(self.contents.maps.get("netc_addrs", {}), new.maps.get("netc_addrs", {}))
+        if upd.short:
+            raise LoadError(f"this inventory change needs {upd.need:,} new chunks in {addr4.NODES_MAP}, which "
+                            f"has {len(self.addr4.free) + len(self.addr4.retired):,} free since v{self.version} "
+                            "loaded; run `netc load` again to resize (nothing was changed)")
+        return upd
+
     def sync(self, inventory: Inventory | None = None, *, wait_s: float = 30.0) -> SyncReport:
+        with _gc_paused():
+            return self._sync(inventory, wait_s=wait_s)
+
+    def _sync(self, inventory: Inventory | None, *, wait_s: float) -> SyncReport:
         t0 = time.perf_counter()
         with exclusive(wait_s=wait_s), State() as st:
             recovered = inplace.recover(st, self.target.name)
@@ -1028,17 +1102,32 @@ class Deployment:
             snapshot = _snapshot_path(self.object_path)
             _write_atomically(snapshot + ".next", json.dumps(inv.to_json()).encode())
             with _pinned_maps(self.target.name, self.version) as maps:
-                # every changed entry gets the new answer in its inactive slot, then one write of
-                # the generation makes them all live at once (runtime/slots.py)
+                if addr4.ROOT_MAP not in maps:
+                    raise LoadError(f"v{self.version} of {self.target.name} was loaded by an older netc; "
+                                    "run `netc load` again (nothing was changed)")
+                # every changed entry gets the new answer in its inactive slot (IPv4 remotes: new
+                # chunks, and the root slots over them in the inactive half), then one write of the
+                # generation makes them all live at once (runtime/slots.py)
                 live = slots.read_generation(maps[slots.GEN_MAP])
                 deltas = {name: _delta(self.contents, new, name, live) for name in MAPS}
                 self._check_room(new, deltas)
+                upd = self._addr4_plan(maps, new, live)
                 inplace.write_marker(st.dir, self.target.name, kind="sync", version=self.version, gen=live)
-                slots.stage(maps, deltas)
+                assert self.addr4 is not None
+                try:
+                    nodes, roots = self.addr4.apply(upd)
+                    maps[addr4.NODES_MAP].update_batch(nodes)
+                    maps[addr4.ROOT_MAP].update_batch(addr4.in_half(roots, 1 - live))
+                    slots.stage(maps, deltas)
+                except BaseException:
+                    self.addr4 = None   # read back from the kernel next time
+                    raise
                 _fault("sync-staged")
                 slots.flip(maps, live)
                 os.replace(snapshot + ".next", snapshot)
                 _fault("sync-flipped")
+                report.written[addr4.NODES_MAP] = len(nodes)
+                report.written[addr4.ROOT_MAP] = len(roots)
                 for name, d in deltas.items():
                     report.written[name] = len(d.stage)
                 report.attached = attach_new(st, self.target, inv, self.version, self.mode)
@@ -1048,6 +1137,7 @@ class Deployment:
                     report.written.update(services.write_live(self.target.name, self.version, self.object_path,
                                                               lb, self.ids))
                 # then both slots of what changed become the new value, and removed keys go
+                maps[addr4.ROOT_MAP].update_batch(addr4.in_half(roots, live))
                 slots.settle(maps, deltas)
                 for name, d in deltas.items():
                     report.deleted[name] = len(d.delete)

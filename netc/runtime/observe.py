@@ -271,8 +271,8 @@ def stream_events(target: str, *, duration_s: float | None = None, poll_ms: int 
 # ---------------------------------------------------------------------- explain from the live maps
 def live_contents(target: str) -> tuple[TargetView, Any]:
     """The running version's classifier maps, read back from the kernel: the live generation's
-    slot of every entry (runtime/slots.py)."""
-    from netc.runtime import slots
+    slot of every entry (runtime/slots.py), and its half of the IPv4 arrays."""
+    from netc.runtime import addr4, slots
     from netc.runtime.loader import MAPS, _pinned_maps
     from netc.runtime.materialize import Contents
 
@@ -282,4 +282,6 @@ def live_contents(target: str) -> tuple[TargetView, Any]:
         gen = slots.read_generation(maps[slots.GEN_MAP])
         for name in MAPS:
             contents.maps[name] = {k: slots.decode(name, v, gen) for k, v in maps[name].items()}
+        if addr4.ROOT_MAP in maps:   # IPv4 remotes: the arrays as the datapath walks them
+            contents.addr4 = addr4.read_arrays(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP], gen)
     return tv, contents

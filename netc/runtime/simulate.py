@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from netc.ir.eval import Packet, is_ndp
-from netc.runtime import abi
+from netc.runtime import abi, addr4
 from netc.runtime.materialize import Contents, _bucket
 
 
@@ -20,9 +20,18 @@ class SimVerdict:
     rule_id: int          # a rule id, or one of abi.RULE_DEFAULT_*
 
 
+def _addr4_trie(contents: Contents) -> addr4.Trie:
+    """The IPv4 arrays: read back from the kernel (`explain --live`), or laid out from netc_addrs
+    as a load lays them out."""
+    return addr4.trie_of(contents)
+
+
 def _lpm_addr(contents: Contents, addr: str) -> tuple[int, int]:
     ip = ipaddress.ip_address(addr)
     value = (0xFFFF << 32 | int(ip)) if ip.version == 4 else int(ip)
+    if value >> 32 == 0xFFFF:
+        # v4-mapped: the datapath reads the multibit trie in the IPv4 arrays
+        return _addr4_trie(contents).lookup(value & 0xFFFFFFFF)
     table = contents.maps["netc_addrs"]
     for plen in range(128, -1, -1):
         masked = value & (((1 << plen) - 1) << (128 - plen)) if plen else 0

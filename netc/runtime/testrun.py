@@ -80,7 +80,7 @@ class KernelClassifier:
         self.inventory = inventory
         self.contents = materialize(program, inventory)
         self.obj = BpfObject.open_mem(obj_bytes, "netc")
-        from netc.runtime import services
+        from netc.runtime import addr4, services
         from netc.runtime.loader import map_sizes
         from netc.runtime.materialize import Ids
 
@@ -103,6 +103,8 @@ class KernelClassifier:
         self.obj.load()
         maps = self.obj.maps
         filled = dict(self.contents.maps)
+        filled["netc_addrs"] = addr4.trie_of(self.contents).lpm   # IPv4 remotes: arrays
+        addr4.write(maps, self.contents)
         if program.services:
             filled.update(services.initial_maps(self.lb))
         for name, entries in filled.items():

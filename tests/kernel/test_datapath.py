@@ -21,8 +21,9 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.layers.sctp import SCTP
 
-from netc.runtime import abi, slots
+from netc.runtime import abi, addr4, slots
 from netc.runtime.libbpf import prog_test_run
+from netc.runtime.materialize import Contents
 
 pytestmark = pytest.mark.kernel
 
@@ -76,6 +77,14 @@ def deny(priority=0):
     return abi.verdict(abi.rank(priority, True), abi.FIRST_RULE_ID + 1, abi.ACTION_DENY, 0)
 
 
+def add_addrs(datapath, addrs):
+    """netc_addrs' entries as the loader writes them: IPv4 prefixes in the arrays, others in the LPM."""
+    m = datapath.maps
+    for k, v in addr4.lpm_entries(addrs).items():
+        m["netc_addrs"].update(k, slots.both("netc_addrs", v))
+    addr4.write(m, Contents(maps={"netc_addrs": addrs}))
+
+
 def add_rule(datapath, atom, proto, port, port_bits, verdict, direction=abi.DIR_INGRESS):
     datapath.maps["netc_rules"].update(abi.rule_key(PSET, atom, direction, proto, port, port_bits),
                                        slots.both("netc_rules", verdict))
@@ -97,10 +106,10 @@ def policy(datapath):
     m["netc_endpoints"].update(LO.to_bytes(4, "little"),
                                slots.both("netc_endpoints", abi.endpoint(PSET, 1, isolated=(True, False),
                                                                          default_deny=(True, False))))
-    m["netc_addrs"].update(abi.addr_key(ipaddress.ip_network("10.1.1.1/32")),
-                           slots.both("netc_addrs", abi.ADDR_INFO.pack(ATOM_V4, abi.CLASS_CONTAINER)))
-    m["netc_addrs"].update(abi.addr_key(ipaddress.ip_network("fd00::1/128")),
-                           slots.both("netc_addrs", abi.ADDR_INFO.pack(ATOM_V6, abi.CLASS_CONTAINER)))
+    add_addrs(datapath, {abi.addr_key(ipaddress.ip_network("10.1.1.1/32")):
+                         abi.ADDR_INFO.pack(ATOM_V4, abi.CLASS_CONTAINER),
+                         abi.addr_key(ipaddress.ip_network("fd00::1/128")):
+                         abi.ADDR_INFO.pack(ATOM_V6, abi.CLASS_CONTAINER)})
     add_rule(datapath, ATOM_V4, 6, 443, 16, allow())
     add_rule(datapath, ATOM_V6, 6, 443, 16, allow())
     add_rule(datapath, ATOM_V4, 1, 8 << 8, 8, allow())      # icmp type echo-request, any code

@@ -13,7 +13,7 @@ import pytest
 from netc import api
 from netc.ir.eval import Packet
 from netc.ir.nodes import Direction
-from netc.runtime import abi, slots
+from netc.runtime import abi, addr4, slots
 from netc.runtime.inventory import Container, Inventory
 from netc.runtime.libbpf import BpfObject, prog_test_run
 from netc.runtime.materialize import endpoint_for, materialize
@@ -66,6 +66,9 @@ class Lb:
         self.obj.load()
         maps = self.obj.maps
         for name, entries in self.contents.maps.items():
+            if name == "netc_addrs":
+                entries = addr4.lpm_entries(entries)   # IPv4 remotes: in the arrays
+                addr4.write(maps, self.contents)
             if name != "netc_endpoints" and entries:
                 maps[name].update_batch(slots.encode_all(name, entries))
         from netc.runtime.loader import write_ct_timeouts

@@ -714,6 +714,26 @@ def _map_keys(rt: Runtime, version: int) -> dict[str, set[bytes]]:
     return out
 
 
+_ARRAYS_MATCH = """
+import sys
+from netc.runtime import addr4
+from netc.runtime.loader import Deployment, _pinned_maps
+d = Deployment(sys.argv[1])
+with _pinned_maps(d.target.name, d.version) as maps:
+    lay = addr4.Layout.read(maps[addr4.ROOT_MAP], maps[addr4.NODES_MAP], {})
+assert lay.trees() == list(addr4.reference(d.contents.maps["netc_addrs"])), "the arrays are not the trie"
+used = lay.used()
+assert len(used) == len(set(used)), "two subtrees share a chunk"
+"""
+
+
+def _assert_arrays_match(rt: Runtime) -> None:
+    """The IPv4 arrays in the kernel are the trie of what netc_addrs holds for the inventory now."""
+    p = subprocess.run([sys.executable, "-c", _ARRAYS_MATCH, rt.name], capture_output=True, text=True,
+                       env=rt.env, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
 def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     rt.api_load("sync")
     keys0 = _map_keys(rt, 1)
@@ -739,6 +759,7 @@ def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     keys1 = _map_keys(rt, 1)
     assert keys1["netc_rules"] == keys0["netc_rules"] and keys1["netc_wild"] == keys0["netc_wild"]
     assert len(keys1["netc_addrs"]) > len(keys0["netc_addrs"])
+    _assert_arrays_match(rt)
 
     labs.remove_container(rt.name, "api-2")
     p = rt.netc("sync", rt.name, "--json")
@@ -748,6 +769,7 @@ def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     assert rep["deleted"]["netc_endpoints"] + rep["deleted"]["netc_addrs"] >= 1, rep["deleted"]
     _assert_running(rt.status(), 1)
     assert _map_keys(rt, 1) == keys0, "the removed container's entries are still in the maps"
+    _assert_arrays_match(rt)
     assert not [x for x in rt.pins() if "api-2" in x], rt.pins()
 
     # relabel: client-1 becomes an api container, api-1 a client
@@ -768,6 +790,7 @@ def test_inventory_changes_apply_without_reload(rt: Runtime) -> None:
     assert p.returncode == 0, p.stderr
     rt.expect_traffic({Z: True, W: False, client_in: False, Flow("web-1", "api-1", 8080): True},
                       "after relabelling and sync")
+    _assert_arrays_match(rt)
 
 
 def test_a_policy_too_big_for_the_map_budget_is_refused_before_loading(monkeypatch) -> None:
@@ -802,7 +825,8 @@ def _live_maps(rt: Runtime, version: int) -> tuple[int, dict[str, dict[bytes, by
 def _assert_settled_as(rt: Runtime, version: int, policy: str) -> None:
     """Every entry holds the policy's contents in both slots, and there is no other entry."""
     from netc.ir.nodes import Program
-    from netc.runtime import slots
+    from netc.runtime import addr4, slots
+    from netc.runtime.libbpf import Map
     from netc.runtime.materialize import Ids, materialize
 
     with open(rt.state / "objects" / f"{rt.name}-v{version}.ids.json") as fh:
@@ -812,8 +836,19 @@ def _assert_settled_as(rt: Runtime, version: int, policy: str) -> None:
     want = materialize(program, inv, ids)
     _, have = _live_maps(rt, version)
     for name in loader.MAPS:
-        expected = dict(slots.encode_all(name, want.maps[name]))
+        expected = dict(slots.encode_all(name, loader._lpm_addrs(want) if name == "netc_addrs" else want.maps[name]))
         assert have[name] == expected, f"{name}: {len(have[name])} entries in the kernel, {len(expected)} wanted"
+    # the IPv4 arrays: both root halves alike, and they answer as the policy's netc_addrs does
+    with Map.from_pinned(os.path.join(rt.bpffs, rt.name, f"v{version}", "maps", addr4.ROOT_MAP)) as r, \
+            Map.from_pinned(os.path.join(rt.bpffs, rt.name, f"v{version}", "maps", addr4.NODES_MAP)) as n:
+        root = addr4.read_array(r)
+        assert (addr4.half(root, 0) == addr4.half(root, 1)).all(), "the root halves differ after settling"
+        trie = addr4.read_arrays(r, n, 0)
+    for c in inv.containers:
+        for a in c.addresses:
+            if ":" not in a:
+                x = int.from_bytes(bytes(int(o) for o in a.split(".")), "big")
+                assert trie.lookup(x) == addr4.build(want.maps["netc_addrs"]).lookup(x), a
 
 
 def test_a_policy_change_is_applied_in_place(rt: Runtime) -> None:

@@ -41,6 +41,8 @@ def test_the_maps_exist_with_btf(datapath):
     expected = {
         "netc_endpoints": (BPF_MAP_TYPE_HASH, 4, abi.ENDPOINT_SLOTS.size),
         "netc_addrs": (BPF_MAP_TYPE_LPM_TRIE, abi.ADDR_KEY.size, abi.ADDR_SLOTS.size),
+        "netc_addr4_root": (BPF_MAP_TYPE_ARRAY, 4, 8),
+        "netc_addr4_nodes": (BPF_MAP_TYPE_ARRAY, 4, 8),
         "netc_rules": (BPF_MAP_TYPE_LPM_TRIE, abi.RULE_KEY.size, abi.VERDICT_SLOTS.size),
         "netc_wild": (BPF_MAP_TYPE_LPM_TRIE, abi.WILD_KEY.size, abi.VERDICT_SLOTS.size),
         "netc_gen": (BPF_MAP_TYPE_ARRAY, 4, 4),

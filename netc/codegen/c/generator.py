@@ -24,8 +24,9 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 DATAPATH_TEMPLATE = "datapath.c.j2"
 
 # The maps the datapath template refers to by name; the plan must provide each of them.
-REQUIRED_MAPS = ("netc_endpoints", "netc_addrs", "netc_rules", "netc_wild", "netc_gen", "netc_counters", "netc_events",
-                 "netc_stats", "netc_ct", "netc_ct4", "netc_ct_timeouts", "netc_ct_counters")
+REQUIRED_MAPS = ("netc_endpoints", "netc_addrs", "netc_addr4_root", "netc_addr4_nodes", "netc_rules", "netc_wild",
+                 "netc_gen", "netc_counters", "netc_events", "netc_stats", "netc_ct", "netc_ct4", "netc_ct_timeouts",
+                 "netc_ct_counters")
 LB_MAPS = ("netc_services", "netc_backends", "netc_lb_table", "netc_lb_rr", "netc_affinity",
            "netc_lb_scratch", "netc_ct_rev")  # with services
 
@@ -132,7 +133,8 @@ def _check_plan(plan: ProgramPlan) -> None:
 
 def _map_context(spec: MapSpec) -> dict[str, Any]:
     return {"name": spec.name, "type": spec.type, "key": spec.key_struct, "value": spec.value_struct,
-            "max_entries": spec.max_entries, "no_prealloc": spec.no_prealloc, "comment": spec.comment}
+            "max_entries": spec.max_entries, "no_prealloc": spec.no_prealloc, "mmapable": spec.mmapable,
+            "comment": spec.comment}
 
 
 def generate_c(plan: ProgramPlan, manifest_summary: Mapping[str, Any]) -> str:

@@ -5,7 +5,10 @@
  *
  * Classification is a fixed number of lookups whatever the rule count (DESIGN.md §6):
  *   netc_endpoints  hash      ifindex                         -> endpoint (policy set, isolation)
- *   netc_addrs      lpm_trie  remote address (v4-mapped v6)   -> atom id and identity class
+ *   netc_addrs      lpm_trie  remote address (not v4-mapped)  -> atom id and identity class
+ *   netc_addr4_root array     IPv4 remote's top 16 bits       -> leaf (atom, class) or child chunk
+ *   netc_addr4_nodes array    chunk * 16 + next 4 bits        -> leaf or child chunk
+ *     (IPv4 remotes: a multibit trie, strides 16-4-4-4-4, leaf-pushed: runtime/addr4.py)
  *   netc_rules      lpm_trie  (pset, atom, dir, proto, port)  -> winning verdict of atom-specific rules
  *   netc_wild       lpm_trie  (pset, dir, class, proto, port) -> winning verdict of wildcard-peer rules
  * The two verdicts are combined by rank (priority, then deny over allow); no match -> the default.
