@@ -950,3 +950,26 @@ def test_a_change_in_place_keeps_the_services_running(rt: Runtime) -> None:
     assert sum(rep.written.values()) <= 2 and sum(rep.deleted.values()) <= 2, (rep.written, rep.deleted)
     vip = Flow("client-1", "10.96.0.20", 80)
     rt.expect_traffic({vip: True, Z: False, W: True}, "after the change in place")
+
+
+def test_a_cidr_change_in_place_moves_ipv4_subtrees_through_the_inactive_root_half(rt: Runtime) -> None:
+    """The rule's address moves from client-1's to another: new chunks and root slots staged in the
+    inactive half of the IPv4 arrays, live at the flip, both halves alike after settling."""
+    rule = "allow ingress tcp from {} to port 80"
+    first, second = rt.tmp / "cidr-a.netp", rt.tmp / "cidr-b.netp"
+    first.write_text(_two_policies(rule.format("10.77.0.13/32"), "allow ingress tcp from api to port 5432"))
+    second.write_text(_two_policies(rule.format("10.77.0.11/32"), "allow ingress tcp from api to port 5432"))
+    target = loader.resolve_target(lab=rt.name)
+    loader.load(api.compile(str(first)).object, str(first), target)
+    from_client, from_api = Flow("client-1", "web-1", 80), Flow("api-1", "web-1", 80)
+    rt.expect_traffic({from_client: True, from_api: False}, "the first address")
+    rep = loader.load(api.compile(str(second)).object, str(second), target)
+    assert rep.in_place, rep.full_reason
+    assert rep.written["netc_addr4_root"] >= 1, rep.written
+    rt.expect_traffic({from_client: False, from_api: True}, "after the change in place")
+    from netc.runtime import addr4
+    from netc.runtime.libbpf import Map
+
+    with Map.from_pinned(os.path.join(rt.bpffs, rt.name, f"v{rep.version}", "maps", addr4.ROOT_MAP)) as r:
+        root = addr4.read_array(r)
+    assert (addr4.half(root, 0) == addr4.half(root, 1)).all()
