@@ -64,6 +64,7 @@ def run(rules: int, containers: int, seed: int = 1) -> dict[str, Any]:
             n_rules = len(compiled.program.rules)
             text, changed_line = change_one_rule(generate_policy(rules, seed))
             changed = api.compile(text, name=f"bench-{rules}.netp")
+            target = loader.resolve_target(lab=lab.name)   # the lab has one container more now
             change = loader.load(changed.object, f"bench-{rules}-changed.netp", target)
             result = {
                 "rules": n_rules,
