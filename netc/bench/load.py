@@ -1,6 +1,6 @@
 """`netc bench load`: wall time to materialize and load N rules onto C containers of a lab, to
 apply one container added (the map writes and the links of an inventory change), and to apply a
-change of one rule's port (in place: the entries it changes, runtime/inplace.py).
+rule added to the running policy (in place: the entries it changes, runtime/inplace.py).
 
 It runs in a private state directory and bpffs path, on a lab it makes and removes itself.
 """
@@ -22,17 +22,12 @@ APPS = ("web", "api", "db")
 
 
 def change_one_rule(text: str) -> tuple[str, str]:
-    """The policy with the port of one rule (the middle one with a single port) moved by one."""
-    import re
-
-    lines = text.splitlines()
-    single = [i for i, line in enumerate(lines) if re.search(r"to port \d+$", line)]
-    if not single:
-        raise ValueError("the generated policy has no rule with a single port")
-    i = single[len(single) // 2]
-    port = int(lines[i].rsplit(" ", 1)[1])
-    lines[i] = lines[i].rsplit(" ", 1)[0] + f" {port + 1 if port < 65535 else port - 1}"
-    return "\n".join(lines) + "\n", lines[i].strip()
+    """The policy with one rule more, at the end of its last policy (appended: no rule moves, so
+    no other rule's tie-breaking order changes), for an address no rule names yet, so that it
+    decides somewhere."""
+    rule = "allow ingress tcp from 198.18.7.0/24 to port 8443"
+    end = text.rindex("\n}\n")
+    return text[:end] + f"\n    {rule}" + text[end:], rule
 
 
 def run(rules: int, containers: int, seed: int = 1) -> dict[str, Any]:
