@@ -172,11 +172,15 @@ def diff(name: str, old: Mapping[bytes, bytes], new: Mapping[bytes, bytes], live
     return out
 
 
-def stage(maps: Mapping[str, Any], deltas: Mapping[str, MapDelta]) -> None:
+def _write(maps: Mapping[str, Any], deltas: Mapping[str, MapDelta], which: str) -> None:
     for name in WRITE_ORDER:
-        d = deltas.get(name)
-        if d and d.stage:
-            maps[name].update_batch(d.stage)
+        entries = getattr(deltas[name], which) if name in deltas else []
+        if entries:
+            maps[name].update_batch(entries)
+
+
+def stage(maps: Mapping[str, Any], deltas: Mapping[str, MapDelta]) -> None:
+    _write(maps, deltas, "stage")
 
 
 def flip(maps: Mapping[str, Any], live: int) -> int:
@@ -190,10 +194,7 @@ def flip(maps: Mapping[str, Any], live: int) -> int:
 
 
 def settle(maps: Mapping[str, Any], deltas: Mapping[str, MapDelta]) -> None:
-    for name in WRITE_ORDER:
-        d = deltas.get(name)
-        if d and d.settle:
-            maps[name].update_batch(d.settle)
+    _write(maps, deltas, "settle")
     for name in reversed(WRITE_ORDER):
         d = deltas.get(name)
         for k in d.delete if d else ():
