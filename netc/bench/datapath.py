@@ -33,6 +33,18 @@ policy web-in for web {
 """
 
 
+def interleaved_medians(cases: dict[str, tuple[int, bytes]], repeat: int, rounds: int) -> dict[str, float]:
+    """ns per run of each case (program fd, packet): every round runs every case once, so drift on
+    a shared machine hits all cases alike; the median over rounds."""
+    from netc.runtime.libbpf import prog_test_run
+
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for name, (fd, data) in cases.items():
+            samples[name].append(prog_test_run(fd, data, repeat).duration_ns)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def _median_ns(prog_fd: int, data: bytes, repeat: int, rounds: int) -> float:
     from netc.runtime.libbpf import prog_test_run
 
@@ -101,7 +113,6 @@ def _harness(prog_fd: int | None) -> tuple[Any, int]:
 def run_datapath(rules: int, repeat: int = 100_000, rounds: int = 7, seed: int = 1) -> dict[str, Any]:
     """Per-packet ns at N generated rules (see the module docstring for the cases)."""
     from netc.bench.generate import generate_policy
-    from netc.runtime.libbpf import prog_test_run
     from netc.runtime.links import _probe_prog
     from netc.runtime.testrun import KernelClassifier
 
@@ -136,16 +147,12 @@ def run_datapath(rules: int, repeat: int = 100_000, rounds: int = 7, seed: int =
                 # the established case needs its connection: one packet makes it, and it stays
                 kc.stateless = False
                 kc.classify(target, Direction.INGRESS, allowed)
-                samples: dict[str, list[float]] = {k: [] for k in cases}
-                for _ in range(rounds):
-                    for name, (fd, data) in cases.items():
-                        samples[name].append(prog_test_run(fd, data, repeat).duration_ns)
+                med = interleaved_medians(cases, repeat, rounds)
             finally:
                 hobj.close()
                 bare_obj.close()
     finally:
         os.close(empty)
-    med = {k: statistics.median(v) for k, v in samples.items()}
     # the harness alone ends in `return` where the program under test would run: add nothing for
     # it, subtract the harness (the empty program's own entry cost stays in, as in every figure)
     first = med["new_allowed_with_harness"] - med["harness_alone"] + med["empty"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-import statistics
 from typing import Any
 
 from netc import api
@@ -84,6 +83,7 @@ def spread_and_moved(backends: int = 10, flows: int = 100_000, size: int = DEFAU
 
 
 def run_lb(repeat: int = 100_000, rounds: int = 7, flows: int = 100_000) -> dict[str, Any]:
+    from netc.bench.datapath import interleaved_medians
     from netc.runtime.libbpf import prog_test_run
     from netc.runtime.links import _probe_prog
     from netc.runtime.testrun import KernelClassifier, packet_destination, packet_source
@@ -133,16 +133,12 @@ def run_lb(repeat: int = 100_000, rounds: int = 7, flows: int = 100_000) -> dict
                     "reply": (hp["netc_bench_restore_egress"], frame(in_pkt)),
                     "reply_harness": (bp["netc_bench_restore_egress"], frame(in_pkt)),
                 }
-                samples: dict[str, list[float]] = {k: [] for k in cases}
-                for _ in range(rounds):   # interleaved, so drift hits every case alike
-                    for name, (fd, data) in cases.items():
-                        samples[name].append(prog_test_run(fd, data, repeat).duration_ns)
+                med = interleaved_medians(cases, repeat, rounds)
             finally:
                 h.close()
                 bare.close()
     finally:
         os.close(empty)
-    med = {k: statistics.median(v) for k, v in samples.items()}
     spread, moved = spread_and_moved(flows=flows)
     return {
         "repeat": repeat, "rounds": rounds, "flows": flows, "backends": 10, "table_size": DEFAULT_TABLE,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from netc.ir.addrset import subtract_intervals
+from netc.ir.addrset import intersect_intervals, subtract_intervals
 
 Interval = tuple[int, int]          # inclusive
 Piece = tuple[int, int, int]        # (value lo, value hi, winner)
@@ -36,34 +36,16 @@ Region = tuple[int, int, tuple[Piece, ...]]   # (address lo, address hi, pieces 
 Candidate = tuple[Sequence[Interval], Sequence[Interval], int]
 
 
-def intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if lo <= hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
-def subtract(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    return list(subtract_intervals(a, b))
-
-
 def paint_values(order: Sequence[int], values: Sequence[Sequence[Interval]], tags: Sequence[int],
                  vmax: int) -> tuple[Piece, ...]:
     """The value axis [0, vmax] painted by the candidates `order` (positions, earliest first)."""
-    remaining: list[Interval] = [(0, vmax)]
+    remaining: Sequence[Interval] = ((0, vmax),)
     pieces: list[Piece] = []
     for i in order:
-        got = intersect(remaining, values[i])
+        got = intersect_intervals(remaining, values[i])
         if got:
             pieces.extend((lo, hi, tags[i]) for lo, hi in got)
-            remaining = subtract(remaining, values[i])
+            remaining = subtract_intervals(remaining, values[i])
             if not remaining:
                 break
     pieces.sort()

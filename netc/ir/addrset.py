@@ -53,7 +53,8 @@ def subtract_intervals(a: Sequence[Interval], b: Sequence[Interval]) -> tuple[In
     return tuple(out)
 
 
-def _intersect(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> tuple[Interval, ...]:
+def intersect_intervals(a: Sequence[Interval], b: Sequence[Interval]) -> tuple[Interval, ...]:
+    """The parts of sorted disjoint intervals `a` that are also in sorted disjoint intervals `b`."""
     out: list[Interval] = []
     i = j = 0
     while i < len(a) and j < len(b):
@@ -124,7 +125,7 @@ class AddrSet:
         return AddrSet(subtract_intervals(self.v4, other.v4), subtract_intervals(self.v6, other.v6))
 
     def intersect(self, other: AddrSet) -> AddrSet:
-        return AddrSet(_intersect(self.v4, other.v4), _intersect(self.v6, other.v6))
+        return AddrSet(intersect_intervals(self.v4, other.v4), intersect_intervals(self.v6, other.v6))
 
     def covers(self, other: AddrSet) -> bool:
         return _covers(self.v4, other.v4) and _covers(self.v6, other.v6)
@@ -181,7 +182,7 @@ class PortSet:
         return _covers(self.ranges, other.ranges)
 
     def intersect(self, other: PortSet) -> PortSet:
-        return PortSet(_intersect(self.ranges, other.ranges))
+        return PortSet(intersect_intervals(self.ranges, other.ranges))
 
     def is_empty(self) -> bool:
         return not self.ranges

@@ -1041,17 +1041,16 @@ class Deployment:
         self.contents = self.materializer.run(written_for, self.ids)
         self.addr4: addr4.Layout | None = None   # read from the kernel at the first sync (mapped)
 
-    def _check_room(self, new: Contents, deltas: dict[str, MapDelta] | None = None) -> None:
+    def _check_room(self, maps: dict[str, Any], new: Contents, deltas: dict[str, MapDelta]) -> None:
         """An inventory change that would overflow a loaded map is refused before any write
         (removed keys stay until the new entries are live: both count)."""
-        with _pinned_maps(self.target.name, self.version) as maps:
-            for name in MAPS:
-                need = _entries(new, name) + (len(deltas[name].delete) if deltas else 0)
-                have = maps[name].max_entries
-                if need > have:
-                    raise LoadError(f"this inventory change needs {need:,} entries in {name}, which was sized "
-                                    f"for {have:,} when v{self.version} loaded; run `netc load` again to "
-                                    "resize (nothing was changed)")
+        for name in MAPS:
+            need = _entries(new, name) + len(deltas[name].delete)
+            have = maps[name].max_entries
+            if need > have:
+                raise LoadError(f"this inventory change needs {need:,} entries in {name}, which was sized "
+                                f"for {have:,} when v{self.version} loaded; run `netc load` again to "
+                                "resize (nothing was changed)")
 
     def _addr4_plan(self, maps: dict[str, Any], new: Contents, live: int) -> addr4.Update:
         """What the IPv4 arrays need for `new`; refused before any write when they lack room."""
@@ -1083,7 +1082,6 @@ class Deployment:
             inv, gone = live_inventory(self.target)
             new = self.materializer.run(inv, self.ids, previous=self.contents)
             report = SyncReport(self.target.name, self.version, skipped=gone)
-            self._check_room(new)
             lb = None
             if self.program.services:
                 from netc.runtime import services
@@ -1094,13 +1092,7 @@ class Deployment:
                     services.check_live(self.target.name, self.version, self.ids)
                 except services.NoServiceMaps:
                     lb = None   # a version from before services were balanced: its policy still syncs
-            # what a recovery needs to finish or take back this sync: the ids any new entry holds,
-            # the inventory it is for, the generation before it
-            if self.ids.dirty:
-                _write_atomically(_ids_path(self.object_path), json.dumps(self.ids.to_json()).encode())
-                self.ids.dirty = False
             snapshot = _snapshot_path(self.object_path)
-            _write_atomically(snapshot + ".next", json.dumps(inv.to_json()).encode())
             with _pinned_maps(self.target.name, self.version) as maps:
                 if addr4.ROOT_MAP not in maps:
                     raise LoadError(f"v{self.version} of {self.target.name} was loaded by an older netc; "
@@ -1110,8 +1102,14 @@ class Deployment:
                 # generation makes them all live at once (runtime/slots.py)
                 live = slots.read_generation(maps[slots.GEN_MAP])
                 deltas = {name: _delta(self.contents, new, name, live) for name in MAPS}
-                self._check_room(new, deltas)
+                self._check_room(maps, new, deltas)
                 upd = self._addr4_plan(maps, new, live)
+                # what a recovery needs to finish or take back this sync: the ids any new entry
+                # holds, the inventory it is for, the generation before it
+                if self.ids.dirty:
+                    _write_atomically(_ids_path(self.object_path), json.dumps(self.ids.to_json()).encode())
+                    self.ids.dirty = False
+                _write_atomically(snapshot + ".next", json.dumps(inv.to_json()).encode())
                 inplace.write_marker(st.dir, self.target.name, kind="sync", version=self.version, gen=live)
                 assert self.addr4 is not None
                 try:
